@@ -1,0 +1,366 @@
+"""Data sources and preprocessing: image folders, ``.npy``/``.npz`` arrays and the digits set.
+
+Preprocessing is torchvision's ImageClassification preset, done in two halves so that a uint8
+model can take the first half only:
+
+1. geometry: PIL bilinear resize of the short side to ``resize``, center crop to ``crop``
+   -> uint8 HWC RGB (what a uint8-input graph consumes, NHWC);
+2. normalisation: /255, minus mean, over std -> float32 NCHW (what a float graph consumes).
+
+Every source streams in batches (bounded memory) and yields the cropped uint8 images; float
+arrays that were normalised elsewhere pass through untouched. numpy and Pillow only: the
+runtime uses this module on devices without torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from resnet_deploy.errors import UsageError
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+    from resnet_deploy.manifest import Preprocess
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+# Decompression-bomb limit: far above any camera frame, far below what exhausts memory.
+MAX_IMAGE_PIXELS = 64_000_000
+MIN_CALIBRATION_IMAGES = 16
+DIGITS_EVAL_FRACTION = 0.3  # held-out part of the 1,797 digits; the rest trains and calibrates
+DIGITS_SEED = 0
+
+
+class ImageDecodeError(UsageError):
+    """One image could not be decoded; sources skip and count these."""
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def load_image(path: str | os.PathLike[str]) -> PILImage.Image:
+    """Open ``path`` as 8-bit RGB; reject decompression bombs before decoding pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise ImageDecodeError(
+                        f"{path}: {w}x{h} pixels exceeds the {MAX_IMAGE_PIXELS:,}-pixel limit (decompression bomb?)"
+                    )
+                img.load()
+                return to_rgb8(img)
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"{path}: rejected as a decompression bomb ({exc})") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"{path}: cannot decode image ({exc})") from exc
+
+
+def to_rgb8(img: PILImage.Image) -> PILImage.Image:
+    """Any PIL mode -> 8-bit RGB. 16/32-bit grayscale is rescaled, not clipped as PIL's convert does."""
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(img).astype(np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        img = Image.fromarray(np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
+        img = Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), "L")
+    # Alpha is dropped, as torchvision's ImageFolder loader (``img.convert("RGB")``) does, so a model
+    # sees the tensor it was trained on; palette, CMYK, LA and 1-bit go through PIL's converters.
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def resize_crop(img: PILImage.Image, pp: Preprocess) -> np.ndarray:
+    """torchvision ``Resize(resize)`` + ``CenterCrop(crop)`` on a PIL image -> uint8 HWC RGB."""
+    from PIL import Image
+
+    if pp.interpolation != "bilinear":
+        raise UsageError(f"interpolation {pp.interpolation!r} is not supported (bilinear only)")
+    w, h = img.size
+    # torchvision _compute_resized_output_size: the short side becomes `resize`, the long side is truncated.
+    if w <= h:
+        new_w, new_h = pp.resize, int(pp.resize * h / w)
+    else:
+        new_w, new_h = int(pp.resize * w / h), pp.resize
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), Image.BILINEAR)
+    if pp.crop > min(new_w, new_h):
+        raise UsageError(f"crop {pp.crop} is larger than the resized image {new_w}x{new_h}")
+    top = int(round((new_h - pp.crop) / 2.0))
+    left = int(round((new_w - pp.crop) / 2.0))
+    img = img.crop((left, top, left + pp.crop, top + pp.crop))
+    return np.asarray(img, dtype=np.uint8)
+
+
+def normalize(images: np.ndarray, pp: Preprocess) -> np.ndarray:
+    """uint8 NHWC RGB -> float32 NCHW: /255, minus mean, over std (torchvision's op order)."""
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise UsageError(f"expected uint8 images of shape (N, H, W, 3), got {images.dtype} {images.shape}")
+    x = images.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
+    mean = np.asarray(pp.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(pp.std, dtype=np.float32).reshape(1, 3, 1, 1)
+    return np.ascontiguousarray((x - mean) / std)
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+@dataclass
+class Batch:
+    """Images as a model input: ``images`` uint8 NHWC (after resize/crop) or ``tensor`` float32 NCHW."""
+
+    images: np.ndarray | None
+    tensor: np.ndarray | None
+    labels: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.images if self.images is not None else self.tensor)
+
+    def as_input(self, input_dtype: str, pp: Preprocess) -> np.ndarray:
+        """The array a model with ``input_dtype`` ("float32" or "uint8") consumes."""
+        if input_dtype == "uint8":
+            if self.images is None:
+                raise UsageError("this data holds normalised float tensors; a uint8-input model needs images")
+            return self.images
+        if self.tensor is not None:
+            return self.tensor
+        return normalize(self.images, pp)
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+class DataSource:
+    """A finite, ordered set of samples that streams in batches. Subclasses fill ``_items``."""
+
+    description: str
+    class_names: list[str] | None = None
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def skipped(self) -> int:
+        """Samples skipped so far (non-images at listing, undecodable files while streaming)."""
+        return 0
+
+    def digest(self) -> str:
+        """sha256 identifying exactly the chosen samples (content, not names)."""
+        raise NotImplementedError
+
+    def batches(self, pp: Preprocess, *, batch_size: int) -> Iterator[Batch]:
+        raise NotImplementedError
+
+
+def _choose(n: int, count: int | None, seed: int) -> np.ndarray:
+    """Indices of a deterministic subset: all of them, or ``count`` drawn with ``seed``, sorted."""
+    if count is None or count >= n:
+        return np.arange(n)
+    if count < 1:
+        raise UsageError(f"count must be at least 1, got {count}")
+    return np.sort(np.random.default_rng(seed).choice(n, size=count, replace=False))
+
+
+class ImageFolderSource(DataSource):
+    """A folder of images. Class sub-folders give labels (sorted names, like ImageFolder); a flat folder is unlabelled."""
+
+    def __init__(self, root: Path, *, count: int | None = None, seed: int = 0) -> None:
+        if not root.is_dir():
+            raise UsageError(f"{root}: not a folder")
+        subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        files: list[tuple[Path, int | None]] = []
+        self._skipped = 0
+        if subdirs:
+            self.class_names = [d.name for d in subdirs]
+            for idx, d in enumerate(subdirs):
+                files += [(p, idx) for p in self._list(d)]
+        else:
+            files = [(p, None) for p in self._list(root)]
+        if not files:
+            raise UsageError(f"{root}: no image files found ({self._skipped} other files skipped)")
+        chosen = _choose(len(files), count, seed)
+        self._files = [files[i] for i in chosen]
+        self.root = root
+        self.description = f"{root} ({len(self._files)} images)"
+
+    def _list(self, folder: Path) -> list[Path]:
+        out = []
+        for p in sorted(folder.rglob("*")):
+            if not p.is_file() or p.name.startswith("."):
+                continue
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                out.append(p)
+            else:
+                self._skipped += 1
+        return out
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    @property
+    def skipped(self) -> int:
+        return self._skipped
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for path, label in self._files:
+            h.update(f"{path.relative_to(self.root).as_posix()}\0{label}\0".encode())
+            with open(path, "rb") as f:
+                h.update(hashlib.sha256(f.read()).digest())
+        return h.hexdigest()
+
+    def batches(self, pp: Preprocess, *, batch_size: int) -> Iterator[Batch]:
+        images: list[np.ndarray] = []
+        labels: list[int] = []
+        for path, label in self._files:
+            try:
+                images.append(resize_crop(load_image(path), pp))
+            except ImageDecodeError as exc:
+                self._skipped += 1
+                warnings.warn(str(exc), stacklevel=2)
+                continue
+            labels.append(-1 if label is None else label)
+            if len(images) == batch_size:
+                yield self._batch(images, labels)
+                images, labels = [], []
+        if images:
+            yield self._batch(images, labels)
+
+    def _batch(self, images: list[np.ndarray], labels: list[int]) -> Batch:
+        return Batch(np.stack(images), None, None if self.class_names is None else np.asarray(labels, dtype=np.int64))
+
+
+class ArraySource(DataSource):
+    """In-memory arrays: uint8 images (N, H, W[, C]) resized like photos, or float32 NCHW used as-is."""
+
+    def __init__(self, data: np.ndarray, labels: np.ndarray | None, *, description: str,
+                 class_names: list[str] | None = None, count: int | None = None, seed: int = 0) -> None:
+        if data.ndim not in (3, 4) or len(data) == 0:
+            raise UsageError(f"{description}: expected a non-empty array (N, H, W[, C]) or (N, 3, H, W), got {data.shape}")
+        self._float = data.dtype != np.uint8
+        if self._float:
+            if data.ndim != 4 or data.shape[1] != 3:
+                raise UsageError(f"{description}: float data must be normalised NCHW (N, 3, H, W), got {data.shape}")
+            if not np.isfinite(data).all():
+                raise UsageError(f"{description}: contains NaN or Inf")
+            data = data.astype(np.float32, copy=False)
+        if labels is not None and len(labels) != len(data):
+            raise UsageError(f"{description}: {len(labels)} labels for {len(data)} samples")
+        idx = _choose(len(data), count, seed)
+        self._data = data[idx] if len(idx) != len(data) else data
+        self._labels = None if labels is None else np.asarray(labels, dtype=np.int64)[idx]
+        self.class_names = class_names
+        self.description = f"{description} ({len(self._data)} samples)"
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def digest(self) -> str:
+        h = hashlib.sha256(np.ascontiguousarray(self._data).tobytes())
+        if self._labels is not None:
+            h.update(self._labels.tobytes())
+        return h.hexdigest()
+
+    def batches(self, pp: Preprocess, *, batch_size: int) -> Iterator[Batch]:
+        from PIL import Image
+
+        for start in range(0, len(self._data), batch_size):
+            chunk = self._data[start : start + batch_size]
+            labels = None if self._labels is None else self._labels[start : start + batch_size]
+            if self._float:
+                if chunk.shape[2:] != (pp.crop, pp.crop):
+                    raise UsageError(f"float data is {chunk.shape[2]}x{chunk.shape[3]}, the model takes {pp.crop}x{pp.crop}")
+                yield Batch(None, chunk, labels)
+                continue
+            images = [resize_crop(to_rgb8(Image.fromarray(img)), pp) for img in chunk]
+            yield Batch(np.stack(images), None, labels)
+
+
+def digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 real handwritten digits as uint8 8x8 images, fixed stratified split.
+
+    ``split`` is "train" (the demo model's training set and the calibration set) or "eval" (held out).
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    if split not in ("train", "eval"):
+        raise UsageError(f"digits split must be 'train' or 'eval', got {split!r}")
+    digits = load_digits()
+    images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)  # pixel values are 0..16
+    x_train, x_eval, y_train, y_eval = train_test_split(
+        images, digits.target, test_size=DIGITS_EVAL_FRACTION, random_state=DIGITS_SEED, stratify=digits.target
+    )
+    return (x_train, y_train) if split == "train" else (x_eval, y_eval)
+
+
+def open_source(spec: str | os.PathLike[str], *, split: str = "eval", count: int | None = None,
+                seed: int = 0) -> DataSource:
+    """Open ``spec``: an image folder, a ``.npy``/``.npz`` file, or ``digits`` / ``digits:train`` / ``digits:eval``.
+
+    ``split`` picks the digits part when ``spec`` does not name one: calibration passes "train",
+    evaluation "eval", so the held-out part never calibrates. ``count`` takes a seeded subset.
+    """
+    text = str(spec)
+    if text == "digits" or text.startswith("digits:"):
+        part = text.partition(":")[2] or split
+        x, y = digits_split(part)
+        return ArraySource(x, y, description=f"digits:{part}", class_names=[str(i) for i in range(10)],
+                           count=count, seed=seed)
+    path = Path(text)
+    if path.is_dir():
+        return ImageFolderSource(path, count=count, seed=seed)
+    if not path.exists():
+        raise UsageError(f"{path}: no such file or folder (data is an image folder, .npy, .npz or 'digits')")
+    if path.suffix == ".npy":
+        data, labels = _load_npy(path), None
+    elif path.suffix == ".npz":
+        data, labels = _load_npz(path)
+    else:
+        raise UsageError(f"{path}: unsupported data file (expected an image folder, .npy, .npz or 'digits')")
+    return ArraySource(data, labels, description=str(path), count=count, seed=seed)
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"{path}: cannot read .npy ({exc})") from exc
+
+
+def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            data_key = next((k for k in ("images", "x", "input", "data") if k in keys), None)
+            if data_key is None:
+                if len(keys) != 1:
+                    raise UsageError(f"{path}: name the array 'images' or 'x' (found {sorted(keys)})")
+                data_key = keys.pop()
+            label_key = next((k for k in ("labels", "y") if k in z.files), None)
+            return z[data_key], (z[label_key] if label_key else None)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"{path}: cannot read .npz ({exc})") from exc
+
+
+def sample_batch(source: DataSource, pp: Preprocess, input_dtype: str, *, batch_size: int) -> np.ndarray:
+    """The first ``batch_size`` samples of ``source`` as a model input (for benchmarks and checks)."""
+    for batch in source.batches(pp, batch_size=batch_size):
+        return batch.as_input(input_dtype, pp)
+    raise UsageError(f"{source.description}: no decodable samples")

@@ -1,0 +1,60 @@
+"""Publishing an ONNX artifact: manifest into ``metadata_props``, atomic save, sha256, sidecar.
+
+Shared by every stage that writes ONNX (FP32, FP16, INT8), so all of them publish the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from resnet_deploy.errors import UsageError
+from resnet_deploy.manifest import METADATA_KEY, Manifest, manifest_path, read_manifest
+from resnet_deploy.publish import atomic_path, check_destination, sha256_file, write_text
+
+if TYPE_CHECKING:
+    import onnx
+
+
+def check_outputs(output: str | os.PathLike[str], *, overwrite: bool) -> Path:
+    """Check the artifact and its sidecar can be published, before any work."""
+    output = check_destination(output, overwrite=overwrite)
+    check_destination(manifest_path(output), overwrite=overwrite)
+    return output
+
+
+def save_onnx(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
+    """One self-contained file (no external data), written atomically."""
+    import onnx
+
+    with atomic_path(path) as tmp:
+        onnx.save_model(model, str(tmp), save_as_external_data=False)
+
+
+def publish_onnx(model: onnx.ModelProto, output: Path, manifest: Manifest) -> Manifest:
+    """Embed ``manifest`` in ``model``, write both atomically; return the manifest with the file's sha256.
+
+    The embedded copy cannot hold the file's own hash; the sidecar adds ``source.sha256``.
+    """
+    embedded = manifest.to_json()
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, embedded
+    save_onnx(model, output)
+    final = manifest.derive(source={**manifest.source, "sha256": sha256_file(output)})
+    write_text(manifest_path(output), final.to_json())
+    return final
+
+
+def parent_manifest(onnx_path: Path) -> Manifest:
+    """The manifest of an input ONNX: its sidecar, else the copy in its ``metadata_props``."""
+    import onnx
+
+    if (found := read_manifest(onnx_path)) is not None:
+        return found
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return Manifest.from_json(prop.value, origin=f"{onnx_path} metadata")
+    raise UsageError(f"{onnx_path}: has no resnet-deploy manifest (export it with `resnet-export onnx`)")

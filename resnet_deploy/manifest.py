@@ -1,0 +1,144 @@
+"""The artifact manifest: how to feed an artifact and how close it is to PyTorch (DESIGN.md).
+
+Written beside every artifact as ``<artifact>.json`` (``model.onnx`` -> ``model.onnx.json``) and,
+for ONNX, into ``metadata_props`` under the key ``resnet_deploy``. Standard library only: the
+runtime reads manifests on devices that have neither torch nor onnx.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from resnet_deploy.errors import UsageError
+
+FORMAT = "resnet-deploy/1"
+METADATA_KEY = "resnet_deploy"
+
+# torchvision's ImageNet normalisation (ImageClassification preset).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """torchvision ImageClassification preset: resize short side, center crop, /255, mean/std."""
+
+    resize: int = 256  # short side, pixels, before the crop
+    crop: int = 224  # square crop, pixels; the network input size
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str = "input"
+    dtype: str = "float32"  # "float32": NCHW normalised; "uint8": raw NHWC RGB, normalised in-graph
+    layout: str = "NCHW"
+    shape: tuple[int, ...] = (-1, 3, 224, 224)  # -1 = dynamic batch
+    color: str = "RGB"
+
+
+@dataclass(frozen=True)
+class BatchRange:
+    min: int = 1
+    opt: int = 8
+    max: int = 64
+
+
+@dataclass
+class Manifest:
+    arch: str
+    num_classes: int
+    precision: str  # fp32 | fp16 | int8
+    input: InputSpec
+    preprocess: Preprocess
+    batch: BatchRange
+    labels: list[str] | None = None
+    output: dict[str, Any] = field(default_factory=lambda: {"name": "logits"})
+    source: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, Any] | None = None
+    build: dict[str, Any] | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    # Stage-specific facts (layers kept in higher precision, quantization target, ...).
+    details: dict[str, Any] = field(default_factory=dict)
+    format: str = FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["input"]["shape"] = list(self.input.shape)
+        d["preprocess"]["mean"] = list(self.preprocess.mean)
+        d["preprocess"]["std"] = list(self.preprocess.std)
+        return {"format": d.pop("format"), **d}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, origin: str = "manifest") -> Manifest:
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise UsageError(f"{origin}: not a resnet-deploy manifest (format {FORMAT!r} expected)")
+        try:
+            inp = dict(d["input"])
+            inp["shape"] = tuple(inp["shape"])
+            pre = dict(d["preprocess"])
+            pre["mean"] = tuple(pre["mean"])
+            pre["std"] = tuple(pre["std"])
+            known = {f.name for f in dataclasses.fields(cls)}
+            rest = {k: v for k, v in d.items() if k in known and k not in ("input", "preprocess", "batch")}
+            return cls(
+                input=InputSpec(**inp),
+                preprocess=Preprocess(**pre),
+                batch=BatchRange(**d["batch"]),
+                **rest,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UsageError(f"{origin}: malformed manifest ({exc})") from exc
+
+    @classmethod
+    def from_json(cls, text: str, *, origin: str = "manifest") -> Manifest:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{origin}: manifest is not valid JSON ({exc})") from exc
+        return cls.from_dict(data, origin=origin)
+
+    def derive(self, **changes: Any) -> Manifest:
+        """A copy for a child artifact (FP16, INT8, engine) with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+def manifest_path(artifact: str | os.PathLike[str]) -> Path:
+    """``model.onnx`` -> ``model.onnx.json``: one sidecar per artifact, never shared."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + ".json")
+
+
+def read_manifest(artifact: str | os.PathLike[str], *, required: bool = False) -> Manifest | None:
+    """The sidecar manifest of ``artifact``, or None where there is none and it is not required."""
+    path = manifest_path(artifact)
+    if not path.is_file():
+        if required:
+            raise UsageError(f"{path}: manifest not found (every artifact needs its sidecar)")
+        return None
+    return Manifest.from_json(path.read_text(encoding="utf-8"), origin=str(path))
+
+
+def package_versions(*names: str) -> dict[str, str]:
+    """Installed versions of ``names`` (distribution names), without importing them."""
+    from importlib import metadata
+
+    from resnet_deploy import __version__
+
+    out = {"resnet_deploy": __version__}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out

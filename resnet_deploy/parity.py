@@ -1,0 +1,135 @@
+"""Parity between a candidate artifact and its reference, streamed over a data source, and the gates.
+
+Both sessions see the same preprocessed images. Figures: top-1/top-5 of each (where labelled),
+top-1 drop in points, top-1 agreement, max abs logit difference (absolute and relative to the
+reference's largest logit) and the smallest per-sample cosine similarity. NaN or Inf in any
+output makes the comparison fail, never pass (shared/RELIABILITY.md #4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from resnet_deploy.errors import GateError
+
+if TYPE_CHECKING:
+    from resnet_deploy.data import DataSource
+    from resnet_deploy.manifest import Preprocess
+    from resnet_deploy.runtime.session import Session
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Pass conditions against the reference; None disables a condition."""
+
+    min_agreement: float | None = None  # fraction of samples whose top-1 class matches the reference
+    max_drop: float | None = None  # top-1 accuracy drop, percentage points (needs labels)
+    max_rel_diff: float | None = None  # max abs logit diff / max abs reference logit
+
+
+# DESIGN.md "Gates": defaults per artifact.
+FP32_GATE = Gate(min_agreement=1.0, max_rel_diff=1e-3)
+FP16_GATE = Gate(min_agreement=0.995, max_drop=0.2)
+INT8_GATE = Gate(max_drop=1.0)
+
+
+@dataclass
+class Parity:
+    data: str
+    count: int
+    top1_ref: float | None
+    top1: float | None
+    top5_ref: float | None
+    top5: float | None
+    top1_drop: float | None  # points
+    top1_agreement: float
+    max_abs_diff: float
+    max_rel_diff: float
+    cosine_min: float
+    nonfinite: int  # outputs with NaN/Inf, candidate or reference
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def failures(self, gate: Gate) -> list[str]:
+        """What ``gate`` finds wrong; empty when it passes."""
+        out = []
+        if self.nonfinite:
+            out.append(f"{self.nonfinite} outputs contain NaN or Inf")
+        if gate.min_agreement is not None and not self.top1_agreement >= gate.min_agreement:
+            out.append(f"top-1 agreement {self.top1_agreement:.2%} < {gate.min_agreement:.2%}")
+        if gate.max_drop is not None:
+            if self.top1_drop is None:
+                out.append("top-1 drop gate needs labelled data")
+            elif not self.top1_drop <= gate.max_drop:
+                out.append(f"top-1 drop {self.top1_drop:.2f} points > {gate.max_drop:.2f}")
+        if gate.max_rel_diff is not None and not self.max_rel_diff <= gate.max_rel_diff:
+            out.append(f"max abs logit diff {self.max_abs_diff:.3g} is {self.max_rel_diff:.2e} of the largest logit "
+                       f"(limit {gate.max_rel_diff:.0e})")
+        return out
+
+    def check(self, gate: Gate, *, what: str) -> None:
+        """Raise GateError (exit 1) naming every missed condition."""
+        if problems := self.failures(gate):
+            raise GateError(f"{what} failed its accuracy gate on {self.data}: {'; '.join(problems)}")
+
+
+class ParityAccumulator:
+    """Streams (reference, candidate, labels) batches into a ``Parity``; O(1) memory in the set size."""
+
+    def __init__(self, data: str) -> None:
+        self.data = data
+        self.n = self.labelled = self.agree = self.nonfinite = 0
+        self.hits = {"top1_ref": 0, "top1": 0, "top5_ref": 0, "top5": 0}
+        self.max_abs = self.max_ref = 0.0
+        self.cos_min = 1.0
+
+    def update(self, ref: np.ndarray, out: np.ndarray, labels: np.ndarray | None = None) -> None:
+        ref = ref.astype(np.float64)
+        out = out.astype(np.float64)
+        bad = ~(np.isfinite(ref).all(axis=1) & np.isfinite(out).all(axis=1))
+        self.nonfinite += int(bad.sum())
+        self.n += len(ref)
+        ref_top, out_top = ref.argmax(axis=1), out.argmax(axis=1)
+        self.agree += int(((ref_top == out_top) & ~bad).sum())
+        if (~bad).any():
+            r, o = ref[~bad], out[~bad]
+            self.max_abs = max(self.max_abs, float(np.abs(r - o).max()))
+            self.max_ref = max(self.max_ref, float(np.abs(r).max()))
+            denom = np.linalg.norm(r, axis=1) * np.linalg.norm(o, axis=1)
+            cos = np.where(denom > 0, (r * o).sum(axis=1) / np.maximum(denom, 1e-300), 1.0)
+            self.cos_min = min(self.cos_min, float(cos.min()))
+        if labels is not None and (labels >= 0).all():
+            self.labelled += len(labels)
+            k = min(5, ref.shape[1])
+            for name, logits in (("ref", ref), ("", out)):
+                suffix = "_ref" if name else ""
+                top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+                self.hits["top1" + suffix] += int((top[:, 0] == labels).sum())
+                self.hits["top5" + suffix] += int((top == labels[:, None]).any(axis=1).sum())
+
+    def result(self) -> Parity:
+        acc = {k: (v / self.labelled if self.labelled else None) for k, v in self.hits.items()}
+        drop = None if acc["top1"] is None else round(100.0 * (acc["top1_ref"] - acc["top1"]), 6)
+        return Parity(
+            data=self.data, count=self.n, top1_ref=acc["top1_ref"], top1=acc["top1"], top5_ref=acc["top5_ref"],
+            top5=acc["top5"], top1_drop=drop, top1_agreement=self.agree / self.n if self.n else 0.0,
+            max_abs_diff=self.max_abs, max_rel_diff=self.max_abs / self.max_ref if self.max_ref else float(self.max_abs > 0),
+            cosine_min=self.cos_min, nonfinite=self.nonfinite,
+        )
+
+
+def measure_parity(reference: Session, candidate: Session, source: DataSource, pp: Preprocess, *,
+                   batch_size: int = 32) -> Parity:
+    """Run both sessions over ``source`` (each fed in its own input format) and compare their logits."""
+    acc = ParityAccumulator(source.description)
+    for batch in source.batches(pp, batch_size=batch_size):
+        ref = reference.run(batch.as_input(reference.input_dtype, pp))
+        out = candidate.run(batch.as_input(candidate.input_dtype, pp))
+        acc.update(ref, out, batch.labels)
+    if acc.n == 0:
+        raise GateError(f"{source.description}: no decodable samples to measure parity on")
+    return acc.result()

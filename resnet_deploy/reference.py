@@ -1,0 +1,65 @@
+"""The PyTorch model as a Session: the reference every artifact is compared with, and a benchmark backend."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from resnet_deploy.errors import UsageError
+from resnet_deploy.runtime.session import Session
+
+if TYPE_CHECKING:
+    import torch
+
+    from resnet_deploy.manifest import Manifest
+
+
+class TorchSession(Session):
+    """Runs an ``nn.Module`` on float32 NCHW batches (eval mode, no grad).
+
+    ``precision="fp16"`` casts the model and the input to half (CUDA only: CPU half convolutions
+    are slow and not what deployments use); ``channels_last`` is the fast layout on GPUs.
+    """
+
+    backend = "torch"
+
+    def __init__(self, model: torch.nn.Module, *, image_size: int, manifest: Manifest | None = None,
+                 device: str = "cpu", precision: str = "fp32", channels_last: bool = False,
+                 threads: int | None = None) -> None:
+        import torch
+
+        if precision not in ("fp32", "fp16"):
+            raise UsageError(f"precision must be fp32 or fp16, got {precision!r}")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA device is visible to torch")
+        if precision == "fp16" and not device.startswith("cuda"):
+            raise UsageError("--precision fp16 needs --device cuda")
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.threads = threads
+        self.torch = torch
+        self.device = torch.device(device)
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.precision = precision
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.eval().to(self.device, self.dtype, memory_format=self.memory_format)
+        self.manifest = manifest
+        self.input_dtype = "float32"
+        self.sample_shape = (3, image_size, image_size)
+
+    @property
+    def description(self) -> str:
+        layout = ", channels_last" if self.memory_format is self.torch.channels_last else ""
+        threads = f", {self.threads} threads" if self.threads else ""
+        return f"torch {self.device.type} {self.precision}{layout}{threads}"
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
+            return self.model(x).float().cpu().numpy()
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)

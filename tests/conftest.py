@@ -1,0 +1,41 @@
+"""Session fixtures: the demo model and its exported artifacts, built once per test session under tmp.
+
+The demo model trains once (about 25 s on two cores) into the user cache directory, as it would
+for a user; artifacts go to pytest's session tmp folder, never the working directory.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    warnings.filterwarnings("ignore", message="no --weights given")
+
+
+@pytest.fixture(scope="session")
+def demo18():
+    """The demo ResNet-18 (trained on digits:train) as a LoadedModel."""
+    from resnet_deploy.weights import load_model
+
+    return load_model("resnet18", "demo")
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> Path:
+    """A session-wide folder for exported artifacts shared by tests."""
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.fixture(scope="session")
+def demo18_onnx(demo18, artifacts) -> Path:
+    """The demo ResNet-18 exported to FP32 ONNX (with its manifest), gated on digits:eval."""
+    from resnet_deploy.data import open_source
+    from resnet_deploy.export.onnx import onnx_from_torch
+
+    path = artifacts / "demo18.onnx"
+    onnx_from_torch(demo18, path, eval_source=open_source("digits", split="eval"))
+    return path
