@@ -19,14 +19,15 @@ class TorchSession(Session):
     """Runs an ``nn.Module`` on float32 NCHW batches (eval mode, no grad).
 
     ``precision="fp16"`` casts the model and the input to half (CUDA only: CPU half convolutions
-    are slow and not what deployments use); ``channels_last`` is the fast layout on GPUs.
+    are slow and not what deployments use); ``channels_last`` is the fast layout on GPUs;
+    ``cuda_graph`` captures one CUDA graph per input shape and replays it (CUDA only).
     """
 
     backend = "torch"
 
     def __init__(self, model: torch.nn.Module, *, image_size: int, manifest: Manifest | None = None,
                  device: str = "cpu", precision: str = "fp32", channels_last: bool = False,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, cuda_graph: bool = False) -> None:
         import torch
 
         if precision not in ("fp32", "fp16"):
@@ -35,6 +36,8 @@ class TorchSession(Session):
             raise UsageError("--device cuda: no CUDA device is visible to torch")
         if precision == "fp16" and not device.startswith("cuda"):
             raise UsageError("--precision fp16 needs --device cuda")
+        if cuda_graph and not device.startswith("cuda"):
+            raise UsageError("--cuda-graph needs --device cuda")
         if threads is not None:
             torch.set_num_threads(threads)
         self.threads = threads
@@ -47,18 +50,46 @@ class TorchSession(Session):
         self.manifest = manifest
         self.input_dtype = "float32"
         self.sample_shape = (3, image_size, image_size)
+        self.cuda_graph = cuda_graph
+        self._graphs: dict[tuple[int, ...], tuple] = {}  # input shape -> (graph, static input, static output)
 
     @property
     def description(self) -> str:
         layout = ", channels_last" if self.memory_format is self.torch.channels_last else ""
+        layout += ", CUDA graph" if self.cuda_graph else ""
         threads = f", {self.threads} threads" if self.threads else ""
         return f"torch {self.device.type} {self.precision}{layout}{threads}"
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         torch = self.torch
         with torch.inference_mode():
+            if self.cuda_graph:
+                return self._replay(torch.from_numpy(batch)).float().cpu().numpy()
             x = torch.from_numpy(batch).to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
             return self.model(x).float().cpu().numpy()
+
+    def _replay(self, x: torch.Tensor) -> torch.Tensor:
+        """Copy ``x`` into the graph captured for its shape (capturing it on first use) and replay it."""
+        torch = self.torch
+        key = tuple(x.shape)
+        if key not in self._graphs:
+            static_in = torch.empty(key, device=self.device, dtype=self.dtype).contiguous(memory_format=self.memory_format)
+            static_in.copy_(x)
+            # Warm up on a side stream before capture, as torch.cuda.graphs' documentation requires.
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    self.model(static_in)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self.model(static_in)
+            self._graphs[key] = (graph, static_in, static_out)
+        graph, static_in, static_out = self._graphs[key]
+        static_in.copy_(x)  # host -> device and cast, into the captured input's memory
+        graph.replay()
+        return static_out
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
