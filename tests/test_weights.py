@@ -1,0 +1,113 @@
+"""Weights load safely and fail with one line that says what to do (shared/RELIABILITY.md cases 2-6)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from resnet_deploy.errors import UsageError
+from resnet_deploy.models import build_model
+from resnet_deploy.weights import load_model, state_digest
+
+
+@pytest.fixture(scope="module")
+def r18_state():
+    torch.manual_seed(1)
+    return build_model("resnet18", num_classes=10).state_dict()
+
+
+def _same(model, state):
+    return all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_plain_wrapped_and_prefixed_checkpoints_load(tmp_path, r18_state):
+    variants = {
+        "plain.pth": r18_state,
+        "wrapped.pth": {"state_dict": r18_state, "epoch": 3},
+        "model.pth": {"model": {f"module.{k}": v for k, v in r18_state.items()}},
+    }
+    for name, obj in variants.items():
+        torch.save(obj, tmp_path / name)
+        loaded = load_model("resnet18", tmp_path / name, num_classes=10)
+        assert _same(loaded.model, r18_state), name
+        assert len(loaded.weights_sha256) == 64
+    save_file({k: v.contiguous() for k, v in r18_state.items()}, tmp_path / "w.safetensors")
+    assert _same(load_model("resnet18", tmp_path / "w.safetensors", num_classes=10).model, r18_state)
+
+
+def test_wrong_arch_summarises_keys_and_names_the_arch(tmp_path, r18_state):
+    torch.save(r18_state, tmp_path / "r18.pth")
+    with pytest.raises(UsageError) as err:
+        load_model("resnet50", tmp_path / "r18.pth", num_classes=10)
+    msg = str(err.value)
+    assert "missing keys" in msg and "unexpected" in msg and "use --arch resnet18" in msg
+    assert "\n" not in msg
+
+
+def test_head_mismatch_says_use_num_classes(tmp_path, r18_state):
+    torch.save(r18_state, tmp_path / "r18.pth")
+    with pytest.raises(UsageError, match="use --num-classes 10"):
+        load_model("resnet18", tmp_path / "r18.pth")
+
+
+def test_truncated_empty_and_directory(tmp_path, r18_state):
+    full = tmp_path / "full.pth"
+    torch.save(r18_state, full)
+    data = full.read_bytes()
+    (tmp_path / "trunc.pth").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "trunc.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    for name, pattern in (("trunc.pth", "truncated or corrupt"), ("empty.pth", "empty"),
+                          ("trunc.safetensors", "safetensors"), ("", "is a directory"), ("nope.pth", "no such")):
+        with pytest.raises(UsageError, match=pattern):
+            load_model("resnet18", tmp_path / name if name else tmp_path, num_classes=10)
+
+
+class _Payload:
+    """Unpickling this runs os.system: what a malicious checkpoint does."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_payload_is_refused_without_running(tmp_path, r18_state):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    with open(evil, "wb") as f:
+        pickle.dump({"state_dict": r18_state, "x": _Payload(str(marker))}, f)
+    with pytest.raises(UsageError, match="refused to load"):
+        load_model("resnet18", evil, num_classes=10)
+    assert not marker.exists()
+
+
+def test_random_init_is_seeded():
+    with pytest.warns(UserWarning, match="untrained"):
+        a = load_model("resnet18", None)
+    with pytest.warns(UserWarning):
+        b = load_model("resnet18", None)
+    assert a.weights == "random" and state_digest(a.model) == state_digest(b.model) == a.weights_sha256
+
+
+def test_unknown_arch_lists_valid_ones():
+    with pytest.raises(UsageError, match="resnet18, resnet34, resnet50, resnet101, resnet152"):
+        load_model("resnet51", None)
+
+
+def test_torchvision_weights_fail_clearly_without_torchvision():
+    pytest.importorskip("torch")
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        from resnet_deploy.errors import MissingDependencyError
+
+        with pytest.raises(MissingDependencyError, match="--weights FILE.pth"):
+            load_model("resnet50", "torchvision")
+    else:
+        pytest.skip("torchvision is importable here; the download path needs a network")
