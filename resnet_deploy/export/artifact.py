@@ -47,14 +47,42 @@ def publish_onnx(model: onnx.ModelProto, output: Path, manifest: Manifest) -> Ma
     return final
 
 
-def parent_manifest(onnx_path: Path) -> Manifest:
-    """The manifest of an input ONNX: its sidecar, else the copy in its ``metadata_props``."""
-    import onnx
+def parent_manifest(onnx_path: str | os.PathLike[str]) -> Manifest:
+    """The manifest of an input ONNX (its sidecar, else the copy in ``metadata_props``), after checking the file.
 
+    Every stage that reads an ONNX calls this first: it rejects what is not an ONNX model and any
+    external data that points outside the model's folder (``../../etc/passwd``, absolute paths,
+    symlinks leading out), before onnxruntime, ModelOpt or TensorRT would follow those paths.
+    """
+    model = load_checked(onnx_path)
     if (found := read_manifest(onnx_path)) is not None:
         return found
-    model = onnx.load(str(onnx_path), load_external_data=False)
     for prop in model.metadata_props:
         if prop.key == METADATA_KEY:
             return Manifest.from_json(prop.value, origin=f"{onnx_path} metadata")
     raise UsageError(f"{onnx_path}: has no resnet-deploy manifest (export it with `resnet-export onnx`)")
+
+
+def load_checked(onnx_path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """The ONNX graph without its external data, which must lie inside the model's folder."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(onnx_path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such ONNX file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, OSError, ValueError, RuntimeError) as exc:
+        raise UsageError(f"{path}: not an ONNX model ({str(exc).splitlines()[0][:120]})") from exc
+    if not model.graph.node:
+        raise UsageError(f"{path}: not an ONNX model (empty graph)")
+    folder = path.resolve().parent
+    for tensor in onnx.external_data_helper._get_all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (folder / location).resolve()
+        if Path(location).is_absolute() or ".." in Path(location).parts or not target.is_relative_to(folder):
+            raise UsageError(f"{path}: external data {location!r} of {tensor.name!r} points outside the model's folder")
+    return model
