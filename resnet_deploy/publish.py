@@ -38,8 +38,12 @@ def check_destination(path: str | os.PathLike[str], *, overwrite: bool = False) 
         raise UsageError(f"{path}: is a directory, expected a file path")
     if not folder.is_dir():
         raise UsageError(f"{folder}: output folder does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"{folder}: output folder is not writable")
+    try:  # a real probe: os.access says yes to root even on a read-only mount
+        fd, probe = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"{folder}: output folder is not writable ({exc.strerror})") from exc
     if path.exists() and not overwrite:
         raise UsageError(f"{path}: already exists (pass --overwrite to replace it)")
     return path

@@ -32,6 +32,12 @@ class Group(click.Group):
                 raise
             click.secho(f"Error: {exc}", fg="red", err=True)
             ctx.exit(exc.exit_code)
+        except OSError as exc:  # disk full, permissions, I/O errors during the work
+            if debug:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.secho(f"Error: {where}{exc.strerror or exc}", fg="red", err=True)
+            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted; nothing was published.", err=True)
             ctx.exit(130)
