@@ -112,10 +112,11 @@ def normalize(images: np.ndarray, pp: Preprocess) -> np.ndarray:
     """uint8 NHWC RGB -> float32 NCHW: /255, minus mean, over std (torchvision's op order)."""
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise UsageError(f"expected uint8 images of shape (N, H, W, 3), got {images.dtype} {images.shape}")
-    x = images.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
-    mean = np.asarray(pp.mean, dtype=np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(pp.std, dtype=np.float32).reshape(1, 3, 1, 1)
-    return np.ascontiguousarray((x - mean) / std)
+    x = images.astype(np.float32)
+    x /= np.float32(255.0)  # in place: one float copy of the batch, then the NCHW copy
+    x -= np.asarray(pp.mean, dtype=np.float32)
+    x /= np.asarray(pp.std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
 # ----------------------------------------------------------------------------- batches
