@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -94,3 +95,38 @@ class TorchSession(Session):
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             self.torch.cuda.synchronize(self.device)
+
+
+def reference_from_manifest(manifest: Manifest, parent_path: str | os.PathLike[str] | None = None, *,
+                            device: str = "cpu", threads: int | None = None) -> TorchSession:
+    """The PyTorch model an artifact was made from, rebuilt from its manifest's arch and weights.
+
+    ``parent_path`` is the artifact (or its parent ONNX): a relative checkpoint path in the
+    manifest is looked up beside it. The rebuilt weights must hash to the manifest's
+    ``weights_sha256``, so parity is never measured against a different model.
+    """
+    import warnings
+    from pathlib import Path
+
+    from resnet_deploy.weights import load_model
+
+    where = str(parent_path) if parent_path is not None else "the artifact"
+    weights = (manifest.source or {}).get("weights")
+    if not weights:
+        raise UsageError(f"{where}: its manifest does not say which weights it came from; pass --reference")
+    if weights not in ("random", "demo") and not weights.startswith("torchvision"):
+        path = Path(weights)
+        if not path.is_file() and not path.is_absolute() and parent_path is not None:
+            path = Path(parent_path).parent / path
+        if not path.is_file():
+            raise UsageError(f"{where}: the weights it was made from ({weights}) are not here; pass --reference")
+        weights = str(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no --weights given": the manifest says the export was untrained
+        loaded = load_model(manifest.arch, None if weights == "random" else weights, num_classes=manifest.num_classes)
+    expected = manifest.source.get("weights_sha256")
+    if expected and loaded.weights_sha256 != expected:
+        raise UsageError(f"{where}: the weights {weights} differ from those it was made from "
+                         f"(sha256 {loaded.weights_sha256[:12]}..., manifest {expected[:12]}...); pass --reference")
+    return TorchSession(loaded.model, image_size=manifest.preprocess.crop, manifest=None, device=device,
+                        threads=threads)
