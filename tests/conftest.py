@@ -39,3 +39,19 @@ def demo18_onnx(demo18, artifacts) -> Path:
     path = artifacts / "demo18.onnx"
     onnx_from_torch(demo18, path, eval_source=open_source("digits", split="eval"))
     return path
+
+
+@pytest.fixture(scope="session")
+def digits_png(artifacts) -> Path:
+    """digits:eval (540 real handwritten digits) as 8x8 grayscale PNG files in class folders 0..9."""
+    from PIL import Image
+
+    from resnet_deploy.data import digits_split
+
+    root = artifacts / "digits-png"
+    images, labels = digits_split("eval")
+    for i, (img, label) in enumerate(zip(images, labels)):
+        folder = root / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img, "L").save(folder / f"{i:04d}.png")
+    return root
