@@ -55,3 +55,14 @@ def digits_png(artifacts) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img, "L").save(folder / f"{i:04d}.png")
     return root
+
+
+@pytest.fixture(scope="session")
+def demo18_uint8_onnx(demo18, artifacts) -> Path:
+    """The demo ResNet-18 exported with raw uint8 NHWC RGB input (normalised in the graph), gated on digits:eval."""
+    from resnet_deploy.data import open_source
+    from resnet_deploy.export.onnx import OnnxConfig, onnx_from_torch
+
+    path = artifacts / "demo18-uint8.onnx"
+    onnx_from_torch(demo18, path, config=OnnxConfig(input_format="uint8"), eval_source=open_source("digits", split="eval"))
+    return path
