@@ -1,0 +1,242 @@
+"""ONNX -> TensorRT engine: strongly typed build (TensorRT 10.3+ and 11.x), plan + sidecar manifest.
+
+Precision lives in the ONNX (FP16 through Cast nodes, INT8 through Q/DQ nodes), so the network is
+created STRONGLY_TYPED and no precision flag is set: TensorRT 11 removed them, and 10.12+ rejects
+them on a strongly typed network (shared/TENSORRT.md). Same builder calls on 10.x and 11.x, after
+NVIDIA/TensorRT ``samples/python/introductory_parser_samples/onnx_resnet50.py`` and
+``samples/python/common.py`` (timing cache).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from resnet_deploy.errors import DeployError, UsageError
+from resnet_deploy.export.artifact import check_outputs, parent_manifest
+from resnet_deploy.manifest import BatchRange, Manifest, manifest_path, package_versions, read_manifest
+from resnet_deploy.publish import sha256_bytes, sha256_file, write_bytes, write_text
+from resnet_deploy.runtime import cuda
+from resnet_deploy.runtime.tensorrt import import_tensorrt, load_engine, trt_logger
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to build an engine. Batch sizes left None come from the ONNX manifest's ``batch``."""
+
+    min_batch: int | None = None
+    opt_batch: int | None = None  # the batch TensorRT tunes kernels for
+    max_batch: int | None = None  # buffers and activations are sized for it
+    workspace_mib: int | None = None  # None: TensorRT's default (device memory); keep small on Jetson (shared DRAM)
+    optimization_level: int = 3  # TensorRT's default; 0 builds fastest, 5 tries the most tactics
+    timing_cache: Path | None = None  # read if present, written back atomically; ignored at level 0
+    hardware_compatibility: bool = False  # AMPERE_PLUS: runs on any sm_80+ discrete GPU; slower; not on Jetson
+    version_compatible: bool = False  # runs on later TensorRT of the same major; loading runs host code from the plan
+    detailed_profile: bool = True  # ProfilingVerbosity.DETAILED, so the inspector shows each layer's precision
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        for option, value in (("--min-batch", self.min_batch), ("--opt-batch", self.opt_batch),
+                              ("--max-batch", self.max_batch), ("--workspace", self.workspace_mib)):
+            if value is not None and value < 1:
+                raise UsageError(f"{option} must be at least 1, got {value}")
+        if not 0 <= self.optimization_level <= 5:
+            raise UsageError(f"--opt-level must be 0..5, got {self.optimization_level}")
+        given = [b for b in (self.min_batch, self.opt_batch, self.max_batch) if b is not None]
+        if given != sorted(given):
+            raise UsageError("batch sizes must satisfy --min-batch <= --opt-batch <= --max-batch, "
+                             f"got {self.min_batch}/{self.opt_batch}/{self.max_batch}")
+
+
+@dataclass
+class EngineResult:
+    path: Path
+    manifest: Manifest
+    build_time_s: float
+
+
+def resolve_profile(parent: Manifest, config: EngineConfig) -> BatchRange:
+    """The optimization profile's batch range: the config's, defaulting to (and within) the ONNX's."""
+    lo = config.min_batch if config.min_batch is not None else parent.batch.min
+    hi = config.max_batch if config.max_batch is not None else parent.batch.max
+    opt = config.opt_batch if config.opt_batch is not None else min(max(parent.batch.opt, lo), hi)
+    if not (parent.batch.min <= lo <= hi <= parent.batch.max):
+        raise UsageError(
+            f"batch range {lo}..{hi} is outside the ONNX model's {parent.batch.min}..{parent.batch.max} "
+            "(re-export the ONNX with a larger --max-batch)"
+        )
+    if not lo <= opt <= hi:
+        raise UsageError(f"batch sizes must satisfy --min-batch <= --opt-batch <= --max-batch, got {lo}/{opt}/{hi}")
+    return BatchRange(min=lo, opt=opt, max=hi)
+
+
+def _check_onnx(onnx_path: Path, parent: Manifest) -> str:
+    """The ONNX file's sha256, refusing a sidecar that describes another file."""
+    digest = sha256_file(onnx_path)
+    recorded = parent.source.get("sha256")
+    if recorded and recorded != digest:
+        raise UsageError(f"{onnx_path}: does not match the sha256 in its manifest (modified after export?)")
+    return digest
+
+
+def _parser_errors(parser: Any) -> str:
+    lines = []
+    for i in range(parser.num_errors):
+        err = parser.get_error(i)
+        where = f"node {err.node()} {err.node_name()!r} ({err.node_operator()})" if err.node() >= 0 else "model"
+        lines.append(f"{where}: {err.code()}: {err.desc()}")
+    return "; ".join(lines) or "no parser error recorded"
+
+
+def _load_timing_cache(config: Any, path: Path | None) -> Any:
+    """Attach the timing cache at ``path`` (or an empty one) to the builder config."""
+    old = path.read_bytes() if path is not None and path.is_file() else b""
+    cache = config.create_timing_cache(old)
+    if cache is None:
+        raise UsageError(f"{path}: not a TensorRT timing cache (delete it to start a new one)")
+    # ignore_mismatch=False: a cache from another GPU or TensorRT would mislead tactic selection.
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise UsageError(f"{path}: timing cache from another GPU or TensorRT version (delete it or use another path)")
+    return cache
+
+
+def engine_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLike[str], *,
+                     config: EngineConfig = EngineConfig()) -> EngineResult:
+    """Build a TensorRT engine from ``onnx_path`` and publish ``output`` and ``output.json`` atomically.
+
+    Checks the destination and the batch range before any work; without TensorRT (or
+    cuda-python) raises MissingDependencyError before anything is written.
+    """
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise UsageError(f"{onnx_path}: no such file")
+    output = check_outputs(output, overwrite=config.overwrite)
+    if output.resolve() == onnx_path.resolve():
+        raise UsageError(f"{output}: would overwrite the input ONNX")
+    cache_path = Path(config.timing_cache) if config.timing_cache is not None else None
+    if cache_path is not None and (cache_path.is_dir() or not cache_path.parent.is_dir()):
+        raise UsageError(f"--timing-cache {cache_path}: needs a file path in an existing folder")
+    parent = parent_manifest(onnx_path)
+    profile = resolve_profile(parent, config)
+    sample = tuple(parent.input.shape[1:])
+    if any(d < 1 for d in sample):
+        raise UsageError(f"{onnx_path}: only the batch dimension may be dynamic, input shape is {parent.input.shape}")
+    onnx_sha = _check_onnx(onnx_path, parent)
+
+    trt = import_tensorrt()
+    device = cuda.device_properties()
+    if config.hardware_compatibility and (device.integrated or device.capability < (8, 0)):
+        raise UsageError(f"--hardware-compat needs a discrete GPU of compute capability 8.0+ (Ampere), "
+                         f"this is {device.name} ({device.sm})")
+
+    logger = trt_logger(trt)
+    mark = logger.lines.mark()
+    builder = trt.Builder(logger)
+    # STRONGLY_TYPED: required on 10.x for Q/DQ and Cast-typed graphs, accepted (and the only mode) on 11.x.
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)) or parser.num_errors:
+        raise DeployError(f"{onnx_path}: TensorRT cannot parse it: {_parser_errors(parser)}")
+    if network.num_inputs != 1 or network.get_input(0).name != parent.input.name:
+        names = [network.get_input(i).name for i in range(network.num_inputs)]
+        raise UsageError(f"{onnx_path}: expected one input {parent.input.name!r}, the network has {names}")
+
+    bconfig = builder.create_builder_config()
+    if config.workspace_mib is not None:
+        bconfig.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_mib << 20)
+    bconfig.builder_optimization_level = config.optimization_level
+    if config.detailed_profile:
+        bconfig.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if config.hardware_compatibility:
+        bconfig.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    if config.version_compatible:
+        bconfig.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    opt_profile = builder.create_optimization_profile()
+    opt_profile.set_shape(parent.input.name, (profile.min, *sample), (profile.opt, *sample), (profile.max, *sample))
+    bconfig.add_optimization_profile(opt_profile)
+    cache = _load_timing_cache(bconfig, cache_path)  # must stay alive until the build is done
+
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, bconfig)
+    build_time_s = time.perf_counter() - start
+    if serialized is None:
+        raise DeployError(f"{onnx_path}: TensorRT build failed: {logger.lines.since(mark)}")
+    plan = bytes(serialized)  # IHostMemory supports the buffer protocol
+    del serialized
+
+    if cache_path is not None:
+        write_bytes(cache_path, bytes(bconfig.get_timing_cache().serialize()))
+    del cache
+    write_bytes(output, plan)
+    manifest = parent.derive(
+        batch=profile,
+        # The ONNX's parity was measured in onnxruntime, not on this engine: resnet-bench measures it.
+        parity=None,
+        source={**parent.source, "parent_sha256": onnx_sha, "sha256": sha256_bytes(plan)},
+        build={
+            "tensorrt": trt.__version__,
+            "gpu": device.name,
+            "compute_capability": device.compute_capability,
+            "build_time_s": round(build_time_s, 2),
+            "hardware_compatibility": config.hardware_compatibility,
+            "version_compatible": config.version_compatible,
+            "optimization_level": config.optimization_level,
+            "workspace_mib": config.workspace_mib,
+            "strongly_typed": True,
+        },
+        versions={**parent.versions, **package_versions("cuda-python", "cuda-bindings"), "tensorrt": trt.__version__},
+        details={**parent.details, "onnx_parity": parent.parity},
+    )
+    write_text(manifest_path(output), manifest.to_json())
+    return EngineResult(path=output, manifest=manifest, build_time_s=build_time_s)
+
+
+# ------------------------------------------------------------------------------------ inspection
+
+# Keywords of the inspector's "Format/Datatype" strings ("Row major linear FP32", "Channel major
+# FP16 format where channel % 8 == 0", "... Int8 ..."), most specific first (BFloat16 before Float).
+_PRECISION_WORDS = (("BF16", "bf16"), ("BFLOAT16", "bf16"), ("FP8", "fp8"), ("UINT8", "uint8"), ("INT8", "int8"),
+                    ("INT4", "int4"), ("FP4", "fp4"), ("FP16", "fp16"), ("HALF", "fp16"), ("FP32", "fp32"),
+                    ("FLOAT", "fp32"), ("INT32", "int32"), ("INT64", "int64"), ("BOOL", "bool"))
+
+
+def _precision(fmt: str | None) -> str | None:
+    text = (fmt or "").upper()
+    return next((name for word, name in _PRECISION_WORDS if word in text), None)
+
+
+def summarize_layers(engine_information: str) -> dict[str, Any]:
+    """Layers of an engine from the inspector's JSON: name, type and the precision each runs in.
+
+    A layer's precision is that of its first input (an INT8 convolution reads INT8), else of
+    its first output. Engines built without DETAILED profiling verbosity list names only.
+    """
+    info = json.loads(engine_information)
+    layers = []
+    for entry in info.get("Layers", []) if isinstance(info, dict) else []:
+        if not isinstance(entry, dict):  # LAYER_NAMES_ONLY: plain strings
+            layers.append({"name": str(entry), "type": None, "precision": None})
+            continue
+        formats = [t.get("Format/Datatype") for key in ("Inputs", "Outputs") for t in entry.get(key) or []
+                   if isinstance(t, dict)]
+        precision = next((p for p in map(_precision, formats) if p), None)
+        layers.append({"name": entry.get("Name"), "type": entry.get("LayerType"), "precision": precision})
+    counts: dict[str, int] = {}
+    for layer in layers:
+        if layer["precision"]:
+            counts[layer["precision"]] = counts.get(layer["precision"], 0) + 1
+    return {"detailed": any(layer["type"] for layer in layers), "layers": layers, "precisions": counts}
+
+
+def inspect_engine(plan_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Per-layer names, types and precisions of an engine (IEngineInspector, JSON format).
+
+    The engine goes through the same checks as a session (manifest, hash, host) before loading.
+    """
+    loaded = load_engine(plan_path, manifest=read_manifest(plan_path))
+    inspector = loaded.engine.create_engine_inspector()
+    return summarize_layers(inspector.get_engine_information(loaded.trt.LayerInformationFormat.JSON))
