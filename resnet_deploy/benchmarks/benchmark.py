@@ -1,0 +1,167 @@
+"""Benchmark one model or several: accuracy and parity first (gates fail fast), then timing per batch size.
+
+Parity runs before timing so a model that misses its gate costs no benchmark time and writes no
+report. Every model sees the same data and the same batch sizes; timing inputs are seeded random
+data of the model's input shape, or the first batch of ``--data`` repeated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, ContextManager
+
+import numpy as np
+
+from resnet_deploy.benchmarks.environment import environment
+from resnet_deploy.benchmarks.harness import BenchConfig, Run, data_input, random_input, time_session
+from resnet_deploy.benchmarks.report import Report
+from resnet_deploy.errors import GateError, UsageError
+from resnet_deploy.parity import Gate, measure_parity
+
+if TYPE_CHECKING:
+    from resnet_deploy.benchmarks.specs import Opened
+    from resnet_deploy.data import DataSource
+    from resnet_deploy.manifest import Preprocess
+    from resnet_deploy.runtime.session import Session
+
+#: ``progress(label)`` -> a context manager yielding ``update(fraction_done)``
+ProgressFactory = Callable[[str], ContextManager[Callable[[float], None]]]
+PARITY_BATCH = 32
+
+
+@contextlib.contextmanager
+def _no_progress(label: str) -> Iterator[Callable[[float], None]]:  # noqa: ARG001
+    yield lambda fraction: None
+
+
+def check_batches(opened: Opened, batches: tuple[int, ...]) -> None:
+    """Every batch size inside the model's range, before any work."""
+    s = opened.session
+    bad = [b for b in batches if b < s.min_batch or (s.max_batch is not None and b > s.max_batch)]
+    if bad:
+        raise UsageError(f"{opened.label}: batch {', '.join(map(str, bad))} outside its range {s.min_batch}..{s.max_batch}")
+
+
+def check_gate(gate: Gate, *, source: DataSource | None, has_reference: bool) -> None:
+    if gate.min_agreement is None and gate.max_drop is None:
+        return
+    if source is None:
+        raise UsageError("--max-drop/--min-agreement need --data to measure on")
+    if not has_reference:
+        raise UsageError("--max-drop/--min-agreement need a reference: --reference REF, or an artifact with a manifest")
+
+
+def parity_batch(session: Session) -> int:
+    return max(session.min_batch, min(PARITY_BATCH, session.max_batch or PARITY_BATCH))
+
+
+def measure_accuracy(session: Session, source: DataSource, pp: Preprocess, *, batch_size: int = PARITY_BATCH) -> dict[str, Any]:
+    """Top-1/top-5 of ``session`` on ``source`` (None where it is unlabelled), streamed."""
+    n = labelled = hit1 = hit5 = 0
+    for batch in source.batches(pp, batch_size=batch_size):
+        logits = session.run(batch.as_input(session.input_dtype, pp))
+        n += len(logits)
+        if batch.labels is not None and (batch.labels >= 0).all():
+            top = np.argsort(-logits, axis=1, kind="stable")[:, : min(5, logits.shape[1])]
+            labelled += len(logits)
+            hit1 += int((top[:, 0] == batch.labels).sum())
+            hit5 += int((top == batch.labels[:, None]).any(axis=1).sum())
+    if n == 0:
+        raise UsageError(f"{source.description}: no decodable samples")
+    return {"data": source.description, "count": n, "top1": hit1 / labelled if labelled else None,
+            "top5": hit5 / labelled if labelled else None}
+
+
+def check_same_classes(opened: Opened, reference: Opened, source: DataSource) -> None:
+    """Both models answer with the same number of classes (one sample), or a clear error before the real run."""
+    pp = opened.preprocess
+    batch = next(iter(source.batches(pp, batch_size=max(1, opened.session.min_batch, reference.session.min_batch))))
+    n_out = opened.session.run(batch.as_input(opened.session.input_dtype, pp)).shape[1]
+    n_ref = reference.session.run(batch.as_input(reference.session.input_dtype, pp)).shape[1]
+    if n_out != n_ref:
+        raise UsageError(f"{opened.label} outputs {n_out} classes but its reference {reference.label} {n_ref}: "
+                         "not the same model (pass --reference, or --num-classes for a checkpoint)")
+
+
+def measure(opened: Opened, *, source: DataSource, reference: Opened | None,
+            gate: Gate = Gate()) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(accuracy, parity) of ``opened`` on ``source``; GateError when ``gate`` is missed."""
+    session, pp = opened.session, opened.preprocess
+    if reference is None:
+        return measure_accuracy(session, source, pp, batch_size=parity_batch(session)), None
+    size = min(parity_batch(session), parity_batch(reference.session))
+    check_same_classes(opened, reference, source)
+    par = measure_parity(reference.session, session, source, pp, batch_size=size)
+    par.check(gate, what=opened.label)
+    accuracy = {"data": par.data, "count": par.count, "top1": par.top1, "top5": par.top5}
+    parity = {"reference": reference.label, **{k: v for k, v in par.to_dict().items() if k != "data"}}
+    return accuracy, parity
+
+
+def time_batches(opened: Opened, *, config: BenchConfig, source: DataSource | None = None,
+                 progress: ProgressFactory = _no_progress) -> list[Run]:
+    """One Run per batch size in ``config.batches``."""
+    runs = []
+    for b in config.batches:
+        x = random_input(opened.session, b) if source is None else data_input(opened.session, source, opened.preprocess, b)
+        with progress(f"{opened.label} batch {b}") as update:
+            runs.append(time_session(opened.session, x, config=config, progress=update))
+    return runs
+
+
+def timing_info(opened: Opened, config: BenchConfig, source: DataSource | None, *, cuda_graph: bool) -> dict[str, Any]:
+    inputs = (f"random {opened.session.input_dtype}, seed 0" if source is None
+              else f"first batch of {source.description}, repeated")
+    mode = "host wall time per call" + ("" if opened.device == "cpu" else ", host<->device copies included")
+    return {"warmup_s": config.warmup_s, "duration_s": None if config.iterations else config.duration_s,
+            "iterations": config.iterations, "min_iterations": config.min_iterations, "inputs": inputs,
+            "latency": mode, "cuda_graph": cuda_graph, "session": opened.session.description}
+
+
+def benchmark(opened: Opened, *, config: BenchConfig = BenchConfig(), source: DataSource | None = None,
+              reference: Opened | None = None, gate: Gate = Gate(), threads: int | None = None,
+              cuda_graph: bool = False, progress: ProgressFactory = _no_progress) -> Report:
+    """Accuracy and parity on ``source`` (gated), then timing at each batch size: one report."""
+    check_batches(opened, config.batches)
+    check_gate(gate, source=source, has_reference=reference is not None)
+    accuracy = parity = None
+    if source is not None:
+        accuracy, parity = measure(opened, source=source, reference=reference, gate=gate)
+    runs = time_batches(opened, config=config, source=source, progress=progress)
+    return Report(backend=opened.session.backend, device=opened.device, model=opened.label, precision=opened.precision,
+                  runs=runs, environment=environment(threads=threads), accuracy=accuracy, parity=parity,
+                  timing=timing_info(opened, config, source, cuda_graph=cuda_graph))
+
+
+def compare(models: list[Opened], *, references: list[Opened | None], config: BenchConfig = BenchConfig(),
+            source: DataSource | None = None, gate: Gate = Gate(), threads: int | None = None,
+            cuda_graph: bool = False, progress: ProgressFactory = _no_progress) -> list[Report]:
+    """Benchmark ``models`` on the same data and batch sizes. Every gate is checked before any timing;
+    all misses are reported together."""
+    for opened, ref in zip(models, references, strict=True):
+        check_batches(opened, config.batches)
+        check_gate(gate, source=source, has_reference=ref is not None)
+    measured: list[tuple[dict | None, dict | None]] = []
+    misses = []
+    for opened, ref in zip(models, references, strict=True):
+        if source is None:
+            measured.append((None, None))
+            continue
+        try:
+            measured.append(measure(opened, source=source, reference=ref, gate=gate))
+        except GateError as exc:
+            misses.append(str(exc))
+    if misses:
+        raise GateError(" | ".join(misses))
+    env = environment(threads=threads)
+    runs: list[list[Run]] = [[] for _ in models]
+    for b in config.batches:  # batch-major: a burst of load elsewhere hits one batch of every model alike
+        one = dataclasses.replace(config, batches=(b,))
+        for i, opened in enumerate(models):
+            runs[i] += time_batches(opened, config=one, source=source, progress=progress)
+    return [Report(backend=opened.session.backend, device=opened.device, model=opened.label, precision=opened.precision,
+                   runs=model_runs, environment=env, accuracy=accuracy, parity=parity,
+                   timing=timing_info(opened, config, source, cuda_graph=cuda_graph))
+            for opened, model_runs, (accuracy, parity) in zip(models, runs, measured)]

@@ -1,0 +1,227 @@
+"""The README's CPU table, made by one command: PyTorch eager FP32 against onnxruntime FP32, FP16 and INT8.
+
+    python -m resnet_deploy.benchmarks.cpu_table --out DIR [--threads 2] [--rounds 5]
+    (the same as ``resnet-bench cpu-table --out DIR``)
+
+Builds ResNet-18 and ResNet-50 at 224x224 with 1,000 classes (untrained: speed does not depend
+on the weight values), exports FP32 ONNX, FP16 ONNX (``fp16_from_onnx``) and INT8 ONNX for both
+targets (``int8_from_onnx``: symmetric Q/DQ for TensorRT, U8S8 for CPUs; calibrated on real
+digit images), reusing artifacts already in DIR. Then every model is timed at every batch size,
+interleaved in rounds (a burst of load elsewhere hits all models alike); each figure is the
+median over rounds. Writes DIR/cpu_table.json and DIR/cpu_table.md and prints the Markdown.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from resnet_deploy.benchmarks.environment import environment
+from resnet_deploy.benchmarks.harness import BenchConfig, random_input, time_session
+from resnet_deploy.benchmarks.report import markdown, write_json
+from resnet_deploy.errors import UsageError
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    threads: int = 2
+    rounds: int = 5  # DESIGN.md's reference figures are medians of 5
+    duration_s: float = 3.0  # per model, batch and round
+    warmup_s: float = 1.0
+    min_iterations: int = 5  # slow rows (INT8 TensorRT placement on a CPU) would otherwise take 10 x 0.6 s
+    archs: tuple[str, ...] = ("resnet18", "resnet50")
+    batches: tuple[int, ...] = (1, 8)
+    image_size: int = 224
+    calib: str = "digits:train"  # real images (scikit-learn's digits, upscaled to 224) to calibrate INT8
+    calib_count: int = 128
+
+
+@dataclass
+class Row:
+    arch: str
+    runtime: str
+    precision: str
+    path: Path | None  # None: the PyTorch model itself
+    note: str = ""  # why a row has no figures
+    throughput: dict[int, list[float]] = field(default_factory=dict)  # batch -> img/s per round
+    p50: dict[int, list[float]] = field(default_factory=dict)  # batch -> p50 latency ms per round
+
+    def median(self, batch: int) -> float | None:
+        return statistics.median(self.throughput[batch]) if self.throughput.get(batch) else None
+
+    def median_p50(self, batch: int) -> float | None:
+        return statistics.median(self.p50[batch]) if self.p50.get(batch) else None
+
+
+@dataclass
+class TableResult:
+    rows: list[Row]
+    markdown: str
+    json_path: Path
+    md_path: Path
+
+
+VARIANTS = [  # (runtime, precision, file suffix)
+    ("onnxruntime", "fp32", ".onnx"),
+    ("onnxruntime", "fp16", ".fp16.onnx"),
+    ("onnxruntime", "int8 (cpu: U8S8)", ".int8-cpu.onnx"),
+    ("onnxruntime", "int8 (tensorrt: S8S8)", ".int8-trt.onnx"),
+]
+
+
+def build_artifacts(out_dir: Path, arch: str, config: TableConfig, log: Callable[[str], None]) -> list[Row]:
+    """FP32, FP16 and both INT8 ONNX of ``arch`` in ``out_dir`` (reused when present); rows for each."""
+    from resnet_deploy.manifest import read_manifest
+
+    fp32 = out_dir / f"{arch}.onnx"
+    rows = [Row(arch, "pytorch eager", "fp32", None)]
+    if read_manifest(fp32) is None:
+        from resnet_deploy.export.onnx import OnnxConfig, onnx_from_torch
+        from resnet_deploy.weights import load_model
+
+        log(f"exporting {fp32} (untrained {arch}, {config.image_size}x{config.image_size})")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "no --weights given": intended, speed only
+            loaded = load_model(arch, None)
+        onnx_from_torch(loaded, fp32, config=OnnxConfig(image_size=config.image_size), overwrite=True)
+    rows.append(Row(arch, "onnxruntime", "fp32", fp32))
+    for runtime, precision, suffix in VARIANTS[1:]:
+        path = out_dir / f"{arch}{suffix}"
+        note = ""
+        if read_manifest(path) is None:
+            try:
+                log(f"building {path}")
+                _derive(fp32, path, precision, config)
+            except ImportError as exc:
+                note = f"not built: {exc}"
+                log(note)
+        rows.append(Row(arch, runtime, precision, None if note else path, note))
+    return rows
+
+
+def _derive(fp32: Path, output: Path, precision: str, config: TableConfig) -> None:
+    """FP16 or INT8 from the FP32 ONNX, through the export stages (ImportError where a stage is missing)."""
+    from resnet_deploy.data import open_source
+
+    if precision == "fp16":
+        from resnet_deploy.export.fp16 import fp16_from_onnx
+
+        fp16_from_onnx(fp32, output, overwrite=True)
+        return
+    from resnet_deploy.calibration import int8_from_onnx
+
+    target = "cpu" if precision.startswith("int8 (cpu") else "tensorrt"
+    calib = open_source(config.calib, split="train", count=config.calib_count)
+    int8_from_onnx(fp32, output, calib_source=calib, target=target, overwrite=True)
+
+
+def cpu_table(out_dir: str | Path, *, config: TableConfig = TableConfig(),
+              log: Callable[[str], None] = print) -> TableResult:
+    """Build (or reuse) the artifacts, time every row in interleaved rounds, write JSON and Markdown."""
+    from resnet_deploy.benchmarks.specs import ModelSpec, OpenOptions, open_model, open_torch
+    from resnet_deploy.weights import load_model
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not out_dir.is_dir():
+        raise UsageError(f"{out_dir}: not a folder")
+    rows = [row for arch in config.archs for row in build_artifacts(out_dir, arch, config, log)]
+    options = OpenOptions(threads=config.threads, image_size=config.image_size)
+    sessions = {}
+    for row in rows:
+        if row.note:
+            continue
+        if row.path is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                loaded = load_model(row.arch, None)
+            sessions[id(row)] = open_torch(ModelSpec("torch", f"torch:{row.arch}", arch=row.arch), loaded,
+                                           options=options).session
+        else:
+            sessions[id(row)] = open_model(ModelSpec("onnx", str(row.path), path=row.path), options=options).session
+    bench = BenchConfig(warmup_s=config.warmup_s, duration_s=config.duration_s, min_iterations=config.min_iterations)
+    env_before = environment(threads=config.threads)
+    t0 = time.perf_counter()
+    for r in range(config.rounds):
+        for batch in config.batches:
+            for row in rows:
+                if row.note:
+                    continue
+                session = sessions[id(row)]
+                run = time_session(session, random_input(session, batch), config=replace(bench, batches=(batch,)))
+                row.throughput.setdefault(batch, []).append(run.throughput_ips)
+                row.p50.setdefault(batch, []).append(float(run.to_dict()["latency_ms"]["p50"]))
+                log(f"round {r + 1}/{config.rounds} batch {batch} {row.arch} {row.runtime} {row.precision}: "
+                    f"{run.throughput_ips:.1f} img/s")
+    for session in sessions.values():
+        session.close()
+    env = environment(threads=config.threads)
+    env["load_avg_before"] = env_before.get("load_avg")
+    text = table_markdown(rows, config, env, minutes=(time.perf_counter() - t0) / 60)
+    json_path = out_dir / "cpu_table.json"
+    md_path = out_dir / "cpu_table.md"
+    write_json(json_path, {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()},
+                           "environment": env, "rows": [_row_dict(row) for row in rows]})
+    from resnet_deploy.publish import write_text
+
+    write_text(md_path, text + "\n")
+    return TableResult(rows, text, json_path, md_path)
+
+
+def _row_dict(row: Row) -> dict[str, Any]:
+    return {"arch": row.arch, "runtime": row.runtime, "precision": row.precision,
+            "model": None if row.path is None else row.path.name, "note": row.note or None,
+            "throughput_ips": {str(b): v for b, v in row.throughput.items()},
+            "latency_p50_ms": {str(b): v for b, v in row.p50.items()},
+            "median_throughput_ips": {str(b): row.median(b) for b in row.throughput}}
+
+
+def speedups(rows: list[Row], batch: int) -> dict[int, float | None]:
+    """Each row's median throughput over its arch's PyTorch eager FP32 row, at ``batch`` (keyed by id)."""
+    base = {row.arch: row.median(batch) for row in rows if row.path is None and not row.note}
+    return {id(row): (None if not base.get(row.arch) or row.median(batch) is None
+                      else row.median(batch) / base[row.arch]) for row in rows}
+
+
+def table_markdown(rows: list[Row], config: TableConfig, env: dict[str, Any], *, minutes: float) -> str:
+    headers = ["model", "runtime", "precision"]
+    for b in config.batches:
+        headers += [f"batch {b} img/s", f"batch {b} p50 ms"]
+    top = max(config.batches)
+    headers.append(f"x PyTorch (batch {top})")
+    ratio = speedups(rows, top)
+    body = []
+    for row in rows:
+        cells: list[Any] = [row.arch, row.runtime, row.precision]
+        for b in config.batches:
+            cells += [row.median(b), row.median_p50(b)]
+        cells.append(None if ratio[id(row)] is None else round(ratio[id(row)], 2))
+        body.append(cells)
+    versions = env.get("versions", {})
+    lines = [markdown(headers, body), "",
+             f"{env.get('cpu') or 'CPU'}, {config.threads} threads, {config.image_size}x{config.image_size}, "
+             f"untrained weights; medians of {config.rounds} interleaved rounds of {config.duration_s:g} s "
+             f"({minutes:.1f} min in all); load average before {env.get('load_avg_before')}, after "
+             f"{env.get('load_avg')}; onnxruntime {versions.get('onnxruntime-gpu') or versions.get('onnxruntime')}, "
+             f"torch {versions.get('torch')}."]
+    if missing := [f"{r.arch} {r.precision}: {r.note}" for r in rows if r.note]:
+        lines.append("Rows without figures: " + "; ".join(missing) + ".")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """``python -m resnet_deploy.benchmarks.cpu_table``: the ``resnet-bench cpu-table`` command."""
+    import sys
+
+    from resnet_deploy.cli.bench import cli
+
+    cli(["cpu-table", *sys.argv[1:]], prog_name="python -m resnet_deploy.benchmarks.cpu_table")
+
+
+if __name__ == "__main__":
+    main()

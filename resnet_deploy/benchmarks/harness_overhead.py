@@ -1,0 +1,116 @@
+"""Does the harness measure onnxruntime, or itself? Harness throughput against a bare onnxruntime loop.
+
+    python -m resnet_deploy.benchmarks.harness_overhead [--model M.onnx] [--arch resnet18] [--batch 1,8]
+                                                        [--threads 2] [--rounds 5] [--duration 3]
+
+Both time the same model with the same session options (intra-op threads, one inter-op thread,
+all graph optimisations) on the same input, interleaved round by round so load elsewhere hits
+both alike. The bare loop is the smallest honest measurement: ``session.run`` in a loop, total
+images over total wall time. Prints each round and the medians; the harness should be within 3%.
+Without ``--model`` an untrained ``--arch`` at 224x224 is exported to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+
+def bare_loop(session, name: str, x: np.ndarray, *, warmup_s: float, duration_s: float,
+              min_iterations: int = 10) -> float:
+    """Images per second of ``session.run`` called back to back: no checks, no statistics."""
+    feed = {name: x}
+    end = time.perf_counter() + warmup_s
+    while True:
+        session.run(None, feed)
+        if time.perf_counter() >= end:
+            break
+    n = 0
+    start = time.perf_counter()
+    while True:
+        session.run(None, feed)
+        n += 1
+        now = time.perf_counter()
+        if now - start >= duration_s and n >= min_iterations:
+            return n * len(x) / (now - start)
+
+
+def compare(model: Path, *, batches: list[int], threads: int, rounds: int, duration_s: float,
+            warmup_s: float = 1.0, out=sys.stdout) -> dict[int, tuple[float, float]]:
+    """Median (harness, bare) img/s per batch size, interleaved over ``rounds``."""
+    import onnxruntime as ort
+
+    from resnet_deploy.benchmarks.harness import BenchConfig, random_input, time_session
+    from resnet_deploy.runtime.onnxruntime import OnnxRuntimeSession
+
+    opts = ort.SessionOptions()  # what OnnxRuntimeSession sets, spelled out
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    bare = ort.InferenceSession(str(model), sess_options=opts, providers=["CPUExecutionProvider"])
+    name = bare.get_inputs()[0].name
+    results = {}
+    with OnnxRuntimeSession(model, provider="cpu", threads=threads) as harness_session:
+        for batch in batches:
+            x = random_input(harness_session, batch)
+            config = BenchConfig(warmup_s=warmup_s, duration_s=duration_s, batches=(batch,))
+            h, b = [], []
+            for r in range(rounds):
+                # Alternate which goes first, so neither always follows the other's thread-pool spin-down.
+                order = ("harness", "bare") if r % 2 == 0 else ("bare", "harness")
+                for which in order:
+                    if which == "harness":
+                        h.append(time_session(harness_session, x, config=config).throughput_ips)
+                    else:
+                        b.append(bare_loop(bare, name, x, warmup_s=warmup_s, duration_s=duration_s))
+                print(f"batch {batch} round {r + 1}: harness {h[-1]:.2f} img/s, bare onnxruntime {b[-1]:.2f} img/s",
+                      file=out, flush=True)
+            results[batch] = (statistics.median(h), statistics.median(b))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m resnet_deploy.benchmarks.harness_overhead",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, help="an .onnx model (default: an untrained --arch, exported now)")
+    parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--batch", default="1,8", help="comma-separated batch sizes")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
+    args = parser.parse_args(argv)
+    batches = [int(b) for b in args.batch.split(",")]
+    with tempfile.TemporaryDirectory(prefix="resnet-deploy-overhead-") as tmp:
+        model = args.model
+        if model is None:
+            from resnet_deploy.export.onnx import onnx_from_torch
+            from resnet_deploy.weights import load_model
+
+            model = Path(tmp) / f"{args.arch}.onnx"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # untrained on purpose: speed only
+                onnx_from_torch(load_model(args.arch, None), model)
+        results = compare(model, batches=batches, threads=args.threads, rounds=args.rounds, duration_s=args.duration)
+    import os
+
+    print(f"model {args.model or args.arch + ' (untrained, 224x224)'}, {args.threads} threads, medians of "
+          f"{args.rounds} interleaved rounds of {args.duration:g} s, load average {os.getloadavg()[0]:.2f}")
+    worst = 0.0
+    for batch, (h, b) in results.items():
+        diff = (h - b) / b
+        worst = max(worst, abs(diff))
+        print(f"batch {batch}: harness {h:.2f} img/s, bare onnxruntime loop {b:.2f} img/s, "
+              f"harness/bare {h / b:.3f} ({diff:+.1%})")
+    print(f"largest difference {worst:.1%} ({'within' if worst <= 0.03 else 'NOT within'} 3%)")
+    return 0 if worst <= 0.03 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

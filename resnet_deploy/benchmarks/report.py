@@ -1,0 +1,151 @@
+"""The benchmark report (DESIGN.md "Benchmark report"): its JSON, a check of its schema, and its tables.
+
+Extra keys beyond DESIGN.md's (``wall_s``, latency ``min``/``max``, ``timing``, parity ``count``,
+environment ``load_avg`` ...) are additions, never renames: a reader of the documented schema
+finds every documented key with its documented type.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from resnet_deploy.benchmarks.harness import Run
+
+#: DESIGN.md's keys and their JSON types; "number?" allows null
+SCHEMA: dict[str, Any] = {
+    "backend": "string", "device": "string", "model": "string", "precision": "string",
+    "runs": [{"batch": "integer", "throughput_ips": "number",
+              "latency_ms": {"mean": "number", "p50": "number", "p90": "number", "p95": "number", "p99": "number"},
+              "gpu_compute_ms": "object?", "iterations": "integer"}],
+    "accuracy": {"?": True, "data": "string", "count": "integer", "top1": "number?", "top5": "number?"},
+    "parity": {"?": True, "reference": "string", "top1_ref": "number?", "top1_drop": "number?",
+               "top1_agreement": "number", "max_abs_diff": "number", "cosine_min": "number"},
+    "environment": {"cpu": "string?", "threads": "integer?", "versions": "object"},
+}
+
+
+@dataclass
+class Report:
+    backend: str
+    device: str
+    model: str
+    precision: str
+    runs: list[Run]
+    environment: dict[str, Any]
+    accuracy: dict[str, Any] | None = None
+    parity: dict[str, Any] | None = None
+    timing: dict[str, Any] = field(default_factory=dict)  # warmup, duration, inputs, CUDA graph
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "device": self.device, "model": self.model, "precision": self.precision,
+                "runs": [r.to_dict() for r in self.runs], "accuracy": self.accuracy, "parity": self.parity,
+                "environment": self.environment, "timing": self.timing}
+
+    def run_at(self, batch: int) -> Run | None:
+        return next((r for r in self.runs if r.batch == batch), None)
+
+
+def schema_problems(obj: Any, schema: Any = SCHEMA, where: str = "report") -> list[str]:
+    """Where ``obj`` (parsed JSON) departs from DESIGN.md's report schema; empty when it conforms."""
+    if isinstance(schema, list):
+        if not isinstance(obj, list) or not obj:
+            return [f"{where}: expected a non-empty list"]
+        return [p for i, item in enumerate(obj) for p in schema_problems(item, schema[0], f"{where}[{i}]")]
+    if isinstance(schema, dict):
+        if obj is None and schema.get("?"):
+            return []
+        if not isinstance(obj, dict):
+            return [f"{where}: expected an object"]
+        return [p for key, sub in schema.items() if key != "?"
+                for p in (schema_problems(obj[key], sub, f"{where}.{key}") if key in obj else [f"{where}.{key}: missing"])]
+    kind, nullable = schema.rstrip("?"), schema.endswith("?")
+    if obj is None:
+        return [] if nullable else [f"{where}: null, expected {kind}"]
+    ok = {"string": isinstance(obj, str), "object": isinstance(obj, dict),
+          "integer": isinstance(obj, int) and not isinstance(obj, bool),
+          "number": isinstance(obj, (int, float)) and not isinstance(obj, bool)}[kind]
+    return [] if ok else [f"{where}: {type(obj).__name__}, expected {kind}"]
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically (publish.write_text)."""
+    from resnet_deploy.publish import write_text
+
+    return write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def runs_rows(report: Report) -> tuple[list[str], list[list[Any]]]:
+    """One row per batch size: throughput, latency percentiles, GPU compute where the backend measured it."""
+    gpu = any(r.gpu_compute_ms is not None for r in report.runs)
+    headers = ["batch", "img/s", "mean ms", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "iters"]
+    if gpu:
+        headers.insert(7, "gpu p50 ms")
+    rows = []
+    for run in report.runs:
+        d = run.to_dict()
+        lat = d["latency_ms"]
+        row = [run.batch, d["throughput_ips"], lat["mean"], lat["p50"], lat["p90"], lat["p95"], lat["p99"], run.iterations]
+        if gpu:
+            row.insert(7, None if d["gpu_compute_ms"] is None else d["gpu_compute_ms"]["p50"])
+        rows.append(row)
+    return headers, rows
+
+
+def rank(reports: list[Report]) -> list[Report]:
+    """Fastest first, by throughput at the largest batch size they share."""
+    common = set.intersection(*({r.batch for r in rep.runs} for rep in reports)) if reports else set()
+    if not common:
+        return list(reports)
+    top = max(common)
+    return sorted(reports, key=lambda rep: -rep.run_at(top).throughput_ips)
+
+
+def compare_rows(reports: list[Report], *, baseline: Report | None = None) -> tuple[list[str], list[list[Any]]]:
+    """The ranked side-by-side: throughput per batch, speed-up over ``baseline`` at the largest batch, accuracy."""
+    ranked = rank(reports)
+    batches = sorted({r.batch for rep in reports for r in rep.runs})
+    top = batches[-1]
+    headers = ["#", "model", "backend", "precision", *(f"img/s b{b}" for b in batches), f"p50 ms b{top}"]
+    if baseline is not None:
+        headers.append(f"x {baseline.model}")
+    headers += ["top1", "top5", "agree", "drop pts", "max|diff|"]
+    rows = []
+    for i, rep in enumerate(ranked, 1):
+        top_run = rep.run_at(top)
+        row: list[Any] = [i, rep.model, rep.backend, rep.precision,
+                          *(None if (r := rep.run_at(b)) is None else r.throughput_ips for b in batches),
+                          None if top_run is None else top_run.to_dict()["latency_ms"]["p50"]]
+        if baseline is not None:
+            base = baseline.run_at(top)
+            row.append(None if top_run is None or base is None else round(top_run.throughput_ips / base.throughput_ips, 2))
+        acc, par = rep.accuracy or {}, rep.parity or {}
+        row += [_pct(acc.get("top1")), _pct(acc.get("top5")), _pct(par.get("top1_agreement")),
+                par.get("top1_drop"), par.get("max_abs_diff")]
+        rows.append(row)
+    return headers, rows
+
+
+def _pct(v: float | None) -> float | None:
+    return None if v is None else round(100.0 * v, 2)
+
+
+def markdown(headers: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub Markdown table; numbers right-aligned, to 3 significant digits (1 decimal from 100 up)."""
+    def cell(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.1f}" if abs(v) >= 100 else f"{v:.3g}"
+        return str(v)
+
+    numeric = [all(v is None or isinstance(v, (int, float)) for v in (r[i] for r in rows)) for i in range(len(headers))]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
