@@ -209,11 +209,18 @@ def _precision(fmt: str | None) -> str | None:
     return next((name for word, name in _PRECISION_WORDS if word in text), None)
 
 
+def _type_fields(tensor: dict[str, Any]) -> list[str]:
+    # TensorRT 10.x writes "Format/Datatype"; 11.x splits it into "Datatype" and "Format"
+    # (IEngineInspector JSON migration notes): read whichever is there, the data type first.
+    return [str(tensor[k]) for k in ("Datatype", "DataType", "Format/Datatype", "Format") if tensor.get(k)]
+
+
 def summarize_layers(engine_information: str) -> dict[str, Any]:
     """Layers of an engine from the inspector's JSON: name, type and the precision each runs in.
 
     A layer's precision is that of its first input (an INT8 convolution reads INT8), else of
     its first output. Engines built without DETAILED profiling verbosity list names only.
+    Reads both the TensorRT 10.x and the 11.x JSON layouts.
     """
     info = json.loads(engine_information)
     layers = []
@@ -221,9 +228,8 @@ def summarize_layers(engine_information: str) -> dict[str, Any]:
         if not isinstance(entry, dict):  # LAYER_NAMES_ONLY: plain strings
             layers.append({"name": str(entry), "type": None, "precision": None})
             continue
-        formats = [t.get("Format/Datatype") for key in ("Inputs", "Outputs") for t in entry.get(key) or []
-                   if isinstance(t, dict)]
-        precision = next((p for p in map(_precision, formats) if p), None)
+        tensors = [t for key in ("Inputs", "Outputs") for t in entry.get(key) or [] if isinstance(t, dict)]
+        precision = next((p for t in tensors for p in map(_precision, _type_fields(t)) if p), None)
         layers.append({"name": entry.get("Name"), "type": entry.get("LayerType"), "precision": precision})
     counts: dict[str, int] = {}
     for layer in layers:

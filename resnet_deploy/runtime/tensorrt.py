@@ -75,7 +75,7 @@ def trt_logger(trt: Any) -> Any:
     global _logger
     if _logger is not None and _logger.trt is trt:
         return _logger
-    errors = {trt.Logger.INTERNAL_ERROR, trt.Logger.ERROR}
+    errors = {trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR}  # Severity values are exported onto ILogger
 
     class CapturingLogger(trt.ILogger):
         def __init__(self) -> None:
@@ -89,7 +89,7 @@ def trt_logger(trt: Any) -> Any:
                     self.lines.errors.append(msg)
                     self.lines.count += 1
                     _log.error("TensorRT: %s", msg)
-                elif severity == trt.Logger.WARNING:
+                elif severity == trt.ILogger.WARNING:
                     _log.warning("TensorRT: %s", msg)
                 else:
                     _log.debug("TensorRT: %s", msg)

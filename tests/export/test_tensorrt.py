@@ -120,11 +120,13 @@ def make_fake_trt() -> SimpleNamespace:
                           flags=[], network_flags=None, profiles=[], cache_in=None, input_name="input")
 
     class ILogger:
+        INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)  # Severity, exported onto ILogger
+
         def __init__(self) -> None:
             pass
 
     class Logger(ILogger):
-        INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
+        pass
 
     class ParserError:
         def __init__(self, node, name, op, desc) -> None:
@@ -373,6 +375,17 @@ def test_summarize_detailed_layers():
         ("/fc/Gemm", "CaskGemmMatrixMultiply", "fp16"),
     ]
     assert info["precisions"] == {"fp32": 1, "int8": 1, "fp16": 1}
+
+
+def test_summarize_tensorrt11_layout():
+    # 11.x: "Format/Datatype" split into "Datatype" and "Format"; "Bindings" became "I/O Tensors"
+    info = summarize_layers(json.dumps({
+        "Layers": [{"Name": "/layer1/conv", "LayerType": "CaskConvolution",
+                    "Inputs": [{"Name": "q", "Datatype": "Int8", "Format": "Thirty-two wide channel vectorized"}],
+                    "Outputs": [{"Name": "y", "Datatype": "Half", "Format": "Channel major (kHWC8)"}]}],
+        "I/O Tensors": [{"Name": "input", "IOMode": "Input", "DataType": "Float"}],
+    }))
+    assert [(x["name"], x["precision"]) for x in info["layers"]] == [("/layer1/conv", "int8")]
 
 
 def test_summarize_names_only_layers():

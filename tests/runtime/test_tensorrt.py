@@ -152,11 +152,13 @@ def make_fake_trt(cudart) -> SimpleNamespace:
     trt = SimpleNamespace(__version__="10.13.3.9", executes=0, refuse_capture=False, fail_execute=False)
 
     class ILogger:
+        INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)  # Severity, exported onto ILogger
+
         def __init__(self) -> None:
             pass
 
     class Logger(ILogger):
-        INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
+        pass
 
     class Context:
         def __init__(self) -> None:
