@@ -78,6 +78,48 @@ def onnx_cmd(arch, weights, num_classes, image_size, resize, max_batch, opset, i
     click.echo(f"time: {time.perf_counter() - t0:.1f} s in all ({steps})")
 
 
+@cli.command("trt")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output engine .plan (its manifest goes to OUTPUT.json).")
+@click.option("--min-batch", type=int, default=None, help="Profile minimum batch [default: the ONNX manifest's].")
+@click.option("--opt-batch", type=int, default=None, help="Batch TensorRT tunes for [default: the manifest's].")
+@click.option("--max-batch", type=int, default=None, help="Profile maximum batch [default: the manifest's].")
+@click.option("--workspace", type=int, default=None, metavar="MiB",
+              help="Workspace memory limit in MiB (keep small on Jetson: memory is shared).")
+@click.option("--opt-level", type=int, default=3, show_default=True, help="Builder optimization level 0..5.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Timing cache file: read if present, written back after the build.")
+@click.option("--hardware-compat", is_flag=True, help="Build for any Ampere+ discrete GPU (slower engines).")
+@click.option("--version-compat", is_flag=True, help="Loadable by later TensorRT of the same major version.")
+@click.option("--inspect", is_flag=True, help="Print the engine inspector's layers and precisions as JSON.")
+@overwrite_option
+@debug_option
+def trt_cmd(model, output, min_batch, opt_batch, max_batch, workspace, opt_level, timing_cache, hardware_compat,
+            version_compat, inspect, overwrite, debug):
+    """Build a strongly typed TensorRT engine from MODEL (.onnx): precision comes from the ONNX itself.
+
+    \b
+    Example:
+      resnet-export trt resnet50.int8.onnx -o resnet50.int8.plan --max-batch 32 --timing-cache trt.cache
+    """
+    import json
+
+    from resnet_deploy.export.tensorrt import EngineConfig, engine_from_onnx, inspect_engine
+
+    config = EngineConfig(min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, workspace_mib=workspace,
+                          optimization_level=opt_level, timing_cache=timing_cache,
+                          hardware_compatibility=hardware_compat, version_compatible=version_compat,
+                          overwrite=overwrite)
+    result = engine_from_onnx(model, output, config=config)
+    report_artifact(result.path, result.manifest)
+    build = result.manifest.build or {}
+    click.echo(f"built with TensorRT {build.get('tensorrt')} on {build.get('gpu')} "
+               f"(sm_{str(build.get('compute_capability', '')).replace('.', '')}) in {result.build_time_s:.1f} s")
+    if inspect:
+        click.echo(json.dumps(inspect_engine(result.path), indent=2))
+
+
 def report_artifact(path: Path, manifest) -> None:
     """Two lines: what was written, and its parity against PyTorch."""
     size_mb = path.stat().st_size / 1e6
