@@ -6,7 +6,9 @@
 Both time the same model with the same session options (intra-op threads, one inter-op thread,
 all graph optimisations) on the same input, interleaved round by round so load elsewhere hits
 both alike. The bare loop is the smallest honest measurement: ``session.run`` in a loop, total
-images over total wall time. Prints each round and the medians; the harness should be within 3%.
+images over total wall time. Prints each round, the medians, and the median of the per-round
+ratios (each pair ran back to back, so it cancels most load from other processes); the harness
+should be within 3%.
 Without ``--model`` an untrained ``--arch`` at 224x224 is exported to a temporary folder.
 """
 
@@ -43,8 +45,8 @@ def bare_loop(session, name: str, x: np.ndarray, *, warmup_s: float, duration_s:
 
 
 def compare(model: Path, *, batches: list[int], threads: int, rounds: int, duration_s: float,
-            warmup_s: float = 1.0, out=sys.stdout) -> dict[int, tuple[float, float]]:
-    """Median (harness, bare) img/s per batch size, interleaved over ``rounds``."""
+            warmup_s: float = 1.0, out=sys.stdout) -> dict[int, tuple[float, float, float]]:
+    """Per batch size: median harness img/s, median bare img/s, median of the per-round harness/bare ratios."""
     import onnxruntime as ort
 
     from resnet_deploy.benchmarks.harness import BenchConfig, random_input, time_session
@@ -72,7 +74,8 @@ def compare(model: Path, *, batches: list[int], threads: int, rounds: int, durat
                         b.append(bare_loop(bare, name, x, warmup_s=warmup_s, duration_s=duration_s))
                 print(f"batch {batch} round {r + 1}: harness {h[-1]:.2f} img/s, bare onnxruntime {b[-1]:.2f} img/s",
                       file=out, flush=True)
-            results[batch] = (statistics.median(h), statistics.median(b))
+            results[batch] = (statistics.median(h), statistics.median(b),
+                              statistics.median(x / y for x, y in zip(h, b)))
     return results
 
 
@@ -103,11 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {args.model or args.arch + ' (untrained, 224x224)'}, {args.threads} threads, medians of "
           f"{args.rounds} interleaved rounds of {args.duration:g} s, load average {os.getloadavg()[0]:.2f}")
     worst = 0.0
-    for batch, (h, b) in results.items():
-        diff = (h - b) / b
-        worst = max(worst, abs(diff))
-        print(f"batch {batch}: harness {h:.2f} img/s, bare onnxruntime loop {b:.2f} img/s, "
-              f"harness/bare {h / b:.3f} ({diff:+.1%})")
+    for batch, (h, b, ratio) in results.items():
+        worst = max(worst, abs(ratio - 1))
+        print(f"batch {batch}: harness {h:.2f} img/s, bare onnxruntime loop {b:.2f} img/s (medians); "
+              f"median per-round harness/bare {ratio:.3f} ({ratio - 1:+.1%})")
     print(f"largest difference {worst:.1%} ({'within' if worst <= 0.03 else 'NOT within'} 3%)")
     return 0 if worst <= 0.03 else 1
 
