@@ -106,3 +106,21 @@ def test_garbage_engine_is_refused_before_tensorrt(tmp_path):
 def test_json_destination_checked_before_work(demo18_onnx, tmp_path):
     r = _run("onnx", str(demo18_onnx), *QUICK, "--json", str(tmp_path / "missing" / "r.json"))
     assert r.exit_code == 2 and "output folder does not exist" in r.stderr
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("tensorrt") is not None, reason="checks the no-TensorRT error")
+def test_trt_without_tensorrt_is_one_line_exit_1(demo18_onnx, tmp_path):
+    from resnet_deploy.manifest import manifest_path, read_manifest
+    from resnet_deploy.publish import sha256_bytes
+
+    plan = tmp_path / "model.plan"
+    data = bytes(range(256)) * 8  # binary, not any format the loader recognises as foreign
+    plan.write_bytes(data)
+    m = read_manifest(demo18_onnx)
+    m = m.derive(build={"tensorrt": "10.13.3", "compute_capability": "8.7", "gpu": "Orin"},
+                 source={**m.source, "sha256": sha256_bytes(data)})
+    manifest_path(plan).write_text(m.to_json())
+    r = _run("trt", str(plan), *QUICK)
+    assert r.exit_code == 1, r.output
+    (line,) = _errors(r)
+    assert "tensorrt is not installed" in line and "pip install tensorrt" in line
