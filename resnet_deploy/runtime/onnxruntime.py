@@ -55,6 +55,10 @@ class OnnxRuntimeSession(Session):
         if threads is not None and threads < 1:
             raise UsageError(f"threads must be at least 1, got {threads}")
         ort = require("onnxruntime", install=_ORT_INSTALL)
+        if PROVIDERS[provider] not in (built := ort.get_available_providers()):
+            raise MissingDependencyError(
+                f"this onnxruntime build has no {PROVIDERS[provider]} (it has {', '.join(built)}): install "
+                f"onnxruntime-gpu in its place (on Jetson, the onnxruntime-gpu wheel built for your JetPack)")
         self.path = Path(path)
         self.provider = provider
         self.threads = threads

@@ -160,6 +160,16 @@ def test_unknown_provider_is_a_usage_error(demo18_onnx):
         open_session(demo18_onnx, provider="gpu")
 
 
+def test_provider_missing_from_the_onnxruntime_build_says_what_to_install(demo18_onnx, monkeypatch):
+    import onnxruntime
+
+    # what a CPU-only `onnxruntime` wheel reports (onnxruntime-gpu lists its GPU providers even without a GPU)
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(MissingDependencyError, match=r"this onnxruntime build has no CUDAExecutionProvider \(it has "
+                                                     r"CPUExecutionProvider\): install onnxruntime-gpu in its place"):
+        open_session(demo18_onnx, provider="cuda")
+
+
 @pytest.mark.skipif(HAS_NVIDIA_GPU, reason="this host has an NVIDIA GPU: the providers may really start")
 @pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
 def test_gpu_provider_without_a_gpu_is_an_error_not_a_silent_cpu_fallback(demo18_onnx, tmp_path, provider):
