@@ -12,7 +12,7 @@ Thread safety, per backend (``Session.thread_safe`` says it in code):
 * ``OnnxRuntimeSession.run``/``classify``: safe to call from several threads at once.
   ``onnxruntime.InferenceSession.run`` is thread-safe, and the I/O bindings with their
   pre-allocated outputs are kept per thread. Concurrent calls share the session's intra-op
-  thread pool, so on a CPU they add no throughput; they are safe, not faster.
+  thread pool: on a CPU whose cores that pool already fills, expect no extra throughput.
 * ``TensorRTSession``: not safe. One execution context, CUDA stream and set of pinned buffers
   per session; open one Session per thread (each holds its own context).
 * ``close()`` on every backend is idempotent and must not race with a ``run`` in flight.
