@@ -134,12 +134,13 @@ def test_pil_images_frames_and_single_paths_classify_like_files(resnet18_224, ph
         want = sess.image_logits(photos)
         as_pil = sess.image_logits([Image.open(p) for p in photos])
         as_frames = sess.image_logits(rgb)
+        as_batch = sess.image_logits(np.stack(rgb))  # (N, H, W, 3) uint8: a batch of frames
         bgr = [f[..., ::-1].copy() for f in rgb]  # what OpenCV hands out
         from_bgr = sess.image_logits([f[..., ::-1] for f in bgr])  # the documented conversion, a strided view
         one_path = sess.image_logits(photos[0])
         one_frame = sess.image_logits(rgb[1])
         assert len(sess.classify(photos[0], topk=3)) == 1
-    for got in (as_pil, as_frames, from_bgr):
+    for got in (as_pil, as_frames, as_batch, from_bgr):
         np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(one_path, want[:1])
     np.testing.assert_array_equal(one_frame, want[1:])
