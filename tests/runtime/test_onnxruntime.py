@@ -1,10 +1,8 @@
 """The ONNX Runtime session end to end on exported models: FP32 and uint8 input, manifests, I/O binding,
 threads, providers.
 
-FP16 and INT8 artifacts: resnet_deploy/export/fp16.py and resnet_deploy/calibration/ had not landed
-when these tests were written; their runtime tests belong with them (the session needs nothing new:
-FP32 I/O is kept, and the TensorRT EP flags come from the manifest's precision, see
-test_tensorrt_provider_options_follow_the_manifest).
+FP16 and INT8 (both targets) come from ``fp16_from_onnx``/``int8_from_onnx``; those tests skip
+while that code is absent from the tree.
 """
 
 from __future__ import annotations
@@ -218,3 +216,51 @@ def test_session_is_an_onnxruntime_session_with_the_raw_one_exposed(demo18_onnx,
         assert sess.manifest is not None and sess.max_batch == 64
         (bare,) = sess.raw.run(["logits"], {"input": x})
         np.testing.assert_array_equal(sess.run(x), bare)
+
+
+# ----------------------------------------------------------------------------- FP16 and INT8 artifacts
+
+
+@pytest.fixture(scope="module")
+def reduced(demo18_onnx, tmp_path_factory):
+    """The demo FP32 ONNX converted to FP16 and quantized to INT8 for both targets, each gated on digits:eval."""
+    pytest.importorskip("resnet_deploy.export.fp16", reason="fp16_from_onnx has not landed")
+    pytest.importorskip("resnet_deploy.export.int8", reason="int8_from_onnx has not landed")
+    from resnet_deploy.calibration.gate import Int8Config
+    from resnet_deploy.export.fp16 import fp16_from_onnx
+    from resnet_deploy.export.int8 import int8_from_onnx
+
+    folder = tmp_path_factory.mktemp("reduced")
+    out = {"fp16": folder / "demo18.fp16.onnx"}
+    fp16_from_onnx(demo18_onnx, out["fp16"], calib_source=open_source("digits", split="train", count=32))
+    for target in ("cpu", "tensorrt"):
+        out[f"int8-{target}"] = folder / f"demo18.int8-{target}.onnx"
+        int8_from_onnx(demo18_onnx, out[f"int8-{target}"], calib_source=open_source("digits", split="train", count=256),
+                       config=Int8Config(target=target, cache_dir=folder / "cache", use_cache=False))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["fp16", "int8-cpu", "int8-tensorrt"])
+def test_reduced_precision_sessions_answer_like_fp32(reduced, demo18_onnx, eval_images, manifest, digits_png, kind):
+    with open_session(reduced[kind], threads=2) as sess, open_session(demo18_onnx, threads=2) as f32:
+        precision = kind.split("-")[0]
+        assert sess.manifest.precision == precision
+        assert (sess.input_dtype, sess.sample_shape, sess.max_batch) == ("float32", (3, 32, 32), 64)  # FP32 I/O kept
+        got = np.concatenate([sess.run(x) for x in _normalised(eval_images, manifest)])
+        want = np.concatenate([f32.run(x) for x in _normalised(eval_images, manifest)])
+        paths = sorted(digits_png.glob("[0-9]/*.png"))[::27]
+        np.testing.assert_array_equal(sess.image_logits(paths), sess.run(sess.prepare(paths)))
+        top1 = [row[0][0] for row in sess.classify(paths, topk=1)]
+    assert np.isfinite(got).all() and got.dtype == np.float32
+    agreement = (got.argmax(1) == want.argmax(1)).mean()
+    labels = np.concatenate([b.labels for b in open_source("digits").batches(manifest.preprocess, batch_size=128)])
+    drop = 100 * ((want.argmax(1) == labels).mean() - (got.argmax(1) == labels).mean())
+    if precision == "fp16":
+        assert agreement >= 0.995 and drop <= 0.2
+    else:
+        assert drop <= 1.0 and agreement >= 0.97
+    assert np.mean([t == p.parent.name for t, p in zip(top1, paths)]) >= 0.9
+    # what the TensorRT EP would be told for this artifact
+    (_, trt), *_ = ort_providers("tensorrt", model=reduced[kind], manifest=sess.manifest,
+                                 trt_cache_dir=reduced[kind].parent / "trt-cache")
+    assert (trt["trt_fp16_enable"], trt["trt_int8_enable"]) == (precision == "fp16", precision == "int8")
