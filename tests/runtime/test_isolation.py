@@ -16,7 +16,6 @@ import sys
 
 import numpy as np
 
-from resnet_deploy.manifest import read_manifest
 from resnet_deploy.runtime import open_session
 
 BLOCKED = ("torch", "torchvision", "onnx", "onnxsim", "onnxscript", "modelopt")
@@ -56,7 +55,6 @@ def test_runtime_runs_and_classifies_with_torch_onnx_onnxsim_modelopt_blocked(de
     images = [str(p) for p in sorted(digits_png.glob("[0-9]/*.png"))[::54]]  # 10 real digits
     bare = tmp_path / "bare.onnx"
     shutil.copy(demo18_onnx, bare)  # no sidecar beside it
-    m = read_manifest(demo18_onnx, required=True)
     rng = np.random.default_rng(0)
     batch = rng.standard_normal((5, 3, 32, 32), dtype=np.float32)
     np.save(tmp_path / "batch.npy", batch)
@@ -75,7 +73,8 @@ def test_runtime_runs_and_classifies_with_torch_onnx_onnxsim_modelopt_blocked(de
         want = sess.classify(images, topk=2)
     assert [[list(p) for p in row] for row in want] == child["classify"] == child["bare_classify"]
     assert child["bare_manifest"]
-    assert [row[0][0] for row in child["classify"]] == [p.split("/")[-2] for p in images] or m.parity["top1"] < 1
+    correct = sum(row[0][0] == p.split("/")[-2] for row, p in zip(child["classify"], images))
+    assert correct >= 9  # ten real digits; the model scores 99.4% on this held-out set
 
     # importing the runtime loads numpy and nothing else outside the standard library
     stdlib = set(sys.stdlib_module_names)
