@@ -1,0 +1,298 @@
+"""``resnet-export pipeline``: every artifact in one go, each gated, benchmarked side by side, reported.
+
+Stages: FP32 ONNX -> FP16 -> INT8 for TensorRT (ModelOpt Q/DQ) -> INT8 for CPUs (onnxruntime
+U8S8) -> TensorRT engines from the FP16 and INT8 graphs (where TensorRT and a GPU exist; else the
+stage is reported as skipped, with the reason) -> parity and timing of every artifact against the
+PyTorch model on the same data and batch sizes -> ``report.md``, ``report.json``, ``throughput.png``.
+
+This module orchestrates; the work is the stages' own (export, calibration, benchmarks). It sits
+beside ``cli`` in the dependency order: cli -> pipeline -> export, calibration, benchmarks.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from resnet_deploy.errors import DeployError, MissingDependencyError, UsageError
+from resnet_deploy.publish import check_destination
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    arch: str = "resnet18"
+    weights: str | None = "demo"  # None: untrained (random, seed 0)
+    num_classes: int | None = None
+    image_size: int | None = None  # None: the weights' preset (demo: 32), else 224
+    resize: int | None = None
+    max_batch: int = 64
+    calib_data: str = "digits"  # digits calibrate on their train split, evaluate on the held-out split
+    eval_data: str | None = "digits"
+    calib_count: int = 512
+    method: str = "entropy"
+    max_drop: float = 1.0  # INT8 gate, top-1 points
+    tensorrt: bool = True  # try the engine stage (skipped with a reason where TensorRT or a GPU is missing)
+    batches: tuple[int, ...] = (1, 8)
+    warmup_s: float = 0.5
+    duration_s: float = 2.0
+    threads: int | None = None  # CPU threads for onnxruntime and torch; None: their defaults
+
+
+@dataclass
+class Stage:
+    name: str
+    status: str  # "ok" | "skipped" | "failed"
+    artifact: str | None = None
+    seconds: float = 0.0
+    note: str = ""
+
+
+@dataclass
+class PipelineResult:
+    out_dir: Path
+    stages: list[Stage]
+    summary: list[dict[str, Any]]
+    reports: list[Any] = field(repr=False, default_factory=list)
+
+
+def artifact_names(arch: str) -> dict[str, str]:
+    """File names of the stages' artifacts (each gets ``<name>.json`` beside it)."""
+    return {
+        "onnx": f"{arch}.onnx",
+        "fp16": f"{arch}.fp16.onnx",
+        "int8": f"{arch}.int8.onnx",
+        "int8-cpu": f"{arch}.int8-cpu.onnx",
+        "trt-fp16": f"{arch}.fp16.plan",
+        "trt-int8": f"{arch}.int8.plan",
+    }
+
+
+REPORT_FILES = ("report.md", "report.json", "throughput.png")
+
+
+def prepare_out_dir(out_dir: Path, arch: str, *, overwrite: bool) -> Path:
+    """Create ``out_dir`` (its parent must exist) and refuse, before any work, to replace files without --overwrite."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir}: exists and is not a folder")
+    if not out_dir.parent.is_dir():
+        raise UsageError(f"{out_dir.parent}: folder does not exist")
+    out_dir.mkdir(exist_ok=True)
+    for name in (*artifact_names(arch).values(), *REPORT_FILES):
+        check_destination(out_dir / name, overwrite=overwrite)
+        if name.endswith((".onnx", ".plan")):
+            check_destination(out_dir / f"{name}.json", overwrite=overwrite)
+    return out_dir
+
+
+def run_pipeline(out_dir: str | os.PathLike[str], *, config: PipelineConfig = PipelineConfig(),
+                 overwrite: bool = False, log: Log = print, debug: bool = False) -> PipelineResult:
+    """Run every stage into ``out_dir``; a missed gate stops the pipeline (GateError, exit 1)."""
+    from resnet_deploy.data import open_source
+    from resnet_deploy.weights import load_model
+
+    out = prepare_out_dir(Path(out_dir), config.arch, overwrite=overwrite)
+    names = {k: out / v for k, v in artifact_names(config.arch).items()}
+    calib = open_source(config.calib_data, split="train", count=config.calib_count)
+    evaluation = open_source(config.eval_data, split="eval") if config.eval_data else None
+    stages: list[Stage] = []
+
+    def stage(name: str, artifact: Path | None, work: Callable[[], str]) -> None:
+        log(f"[{len(stages) + 1}] {name} ...")
+        t0 = time.perf_counter()
+        note = work()
+        stages.append(Stage(name, "ok", artifact.name if artifact else None, time.perf_counter() - t0, note))
+        log(f"    {stages[-1].status} in {stages[-1].seconds:.1f} s{': ' + note if note else ''}")
+
+    def export_onnx() -> str:
+        from resnet_deploy.export.onnx import OnnxConfig, onnx_from_torch
+
+        loaded = load_model(config.arch, config.weights, num_classes=config.num_classes)
+        onnx_cfg = OnnxConfig(image_size=config.image_size, resize=config.resize, max_batch=config.max_batch)
+        result = onnx_from_torch(loaded, names["onnx"], config=onnx_cfg, eval_source=evaluation, overwrite=overwrite)
+        return _parity_note(result.manifest.parity)
+
+    def export_fp16() -> str:
+        from resnet_deploy.export.fp16 import fp16_from_onnx
+
+        result = fp16_from_onnx(names["onnx"], names["fp16"], calib_source=calib, eval_source=evaluation,
+                                overwrite=overwrite, debug=debug)
+        return _parity_note(result.manifest.parity)
+
+    def export_int8(target: str, key: str) -> Callable[[], str]:
+        def work() -> str:
+            from resnet_deploy.calibration.gate import Int8Config
+            from resnet_deploy.export.int8 import int8_from_onnx
+            from resnet_deploy.parity import Gate
+
+            cfg = Int8Config(target=target, method=config.method, gate=Gate(max_drop=config.max_drop))
+            result = int8_from_onnx(names["onnx"], names[key], calib_source=calib, config=cfg, eval_source=evaluation,
+                                    overwrite=overwrite, debug=debug)
+            kept = result.manifest.details.get("kept_high_precision") or []
+            return _parity_note(result.manifest.parity) + (f"; {len(kept)} layers kept in high precision" if kept else "")
+        return work
+
+    stage("FP32 ONNX", names["onnx"], export_onnx)
+    stage("FP16 ONNX", names["fp16"], export_fp16)
+    stage("INT8 ONNX for TensorRT", names["int8"], export_int8("tensorrt", "int8"))
+    stage("INT8 ONNX for CPUs", names["int8-cpu"], export_int8("cpu", "int8-cpu"))
+    engines = _engine_stages(names, config, overwrite=overwrite, stages=stages, log=log)
+
+    log(f"[{len(stages) + 1}] parity and benchmark of every artifact ...")
+    t0 = time.perf_counter()
+    artifacts = [names["onnx"], names["fp16"], names["int8"], names["int8-cpu"], *engines]
+    reports = _benchmark(artifacts, config, evaluation)
+    stages.append(Stage("parity and benchmark", "ok", None, time.perf_counter() - t0,
+                        f"{len(reports)} models, batches {', '.join(map(str, config.batches))}"))
+    summary = summarize(reports, out, config)
+    result = PipelineResult(out, stages, summary, reports)
+    write_reports(result, config)
+    return result
+
+
+def _engine_stages(names: dict[str, Path], config: PipelineConfig, *, overwrite: bool, stages: list[Stage],
+                   log: Log) -> list[Path]:
+    """TensorRT engines from the FP16 and INT8 graphs, or one 'skipped' stage saying why not."""
+    reason = None if config.tensorrt else "disabled (--no-tensorrt)"
+    if reason is None:
+        reason = tensorrt_unavailable()
+    if reason is not None:
+        stages.append(Stage("TensorRT engines", "skipped", None, 0.0, reason))
+        log(f"[{len(stages)}] TensorRT engines: skipped ({reason})")
+        return []
+    from resnet_deploy.export.tensorrt import EngineConfig, engine_from_onnx
+
+    built = []
+    for src, key in ((names["fp16"], "trt-fp16"), (names["int8"], "trt-int8")):
+        log(f"[{len(stages) + 1}] TensorRT engine from {src.name} ...")
+        t0 = time.perf_counter()
+        result = engine_from_onnx(src, names[key], config=EngineConfig(overwrite=overwrite))
+        stages.append(Stage(f"TensorRT engine ({key[4:]})", "ok", names[key].name, time.perf_counter() - t0,
+                            f"TensorRT {result.manifest.build.get('tensorrt')} on {result.manifest.build.get('gpu')}"))
+        built.append(names[key])
+    return built
+
+
+def tensorrt_unavailable() -> str | None:
+    """Why engines cannot be built here (TensorRT, cuda-python or a GPU missing), or None."""
+    try:
+        from resnet_deploy.runtime import cuda
+        from resnet_deploy.runtime.tensorrt import import_tensorrt
+
+        import_tensorrt()
+        if cuda.device_count() < 1:
+            return "no CUDA device"
+    except MissingDependencyError as exc:
+        return str(exc)
+    except DeployError as exc:  # a CUDA error: no driver, no device
+        return f"no usable CUDA device ({exc})"
+    return None
+
+
+def _benchmark(artifacts: list[Path], config: PipelineConfig, evaluation) -> list[Any]:
+    """Every artifact and the PyTorch model, same data and batches; each compared with the PyTorch model."""
+    from resnet_deploy.benchmarks.benchmark import compare
+    from resnet_deploy.benchmarks.harness import BenchConfig
+    from resnet_deploy.benchmarks.specs import ModelSpec, OpenOptions, file_spec, open_model
+
+    options = OpenOptions(threads=config.threads, image_size=config.image_size, num_classes=config.num_classes)
+    weights = config.weights
+    torch_spec = ModelSpec("torch", f"torch:{config.arch}:{weights or 'random'}", arch=config.arch, weights=weights)
+    reference = open_model(torch_spec, options=options)
+    models = [reference] + [open_model(file_spec("trt" if p.suffix == ".plan" else "onnx", p), options=options)
+                            for p in artifacts]
+    bench = BenchConfig(warmup_s=config.warmup_s, duration_s=config.duration_s,
+                        batches=tuple(b for b in config.batches if b <= config.max_batch))
+    try:
+        return compare(models, references=[None] + [reference] * len(artifacts), config=bench, source=evaluation,
+                       threads=config.threads)
+    finally:
+        for m in models:
+            m.session.close()
+
+
+def summarize(reports: list[Any], out: Path, config: PipelineConfig) -> list[dict[str, Any]]:
+    """One row per model: artifact, precision, size, accuracy, parity and speed at the largest batch."""
+    top = max(b for b in config.batches if b <= config.max_batch)
+    rows = []
+    for rep in reports:
+        path = out / rep.model.rsplit("/", 1)[-1] if not rep.model.startswith("torch:") else None
+        run = rep.run_at(top)
+        acc, par = rep.accuracy or {}, rep.parity or {}
+        rows.append({
+            "artifact": path.name if path else rep.model,
+            "backend": rep.backend,
+            "precision": rep.precision,
+            "size_mb": round(path.stat().st_size / 1e6, 2) if path else None,
+            "top1": acc.get("top1"),
+            "top1_drop": par.get("top1_drop") if path else 0.0,
+            "top1_agreement": par.get("top1_agreement") if path else 1.0,
+            "batch": top,
+            "p50_ms": run.to_dict()["latency_ms"]["p50"] if run else None,
+            "throughput_ips": run.throughput_ips if run else None,
+        })
+    return rows
+
+
+SUMMARY_HEADERS = ["artifact", "precision", "size MB", "top-1 %", "drop pts", "agree %", "p50 ms", "img/s"]
+
+
+def summary_rows(summary: list[dict[str, Any]]) -> list[list[Any]]:
+    def pct(v):
+        return None if v is None else round(100 * v, 2)
+
+    return [[r["artifact"], r["precision"], r["size_mb"], pct(r["top1"]), r["top1_drop"], pct(r["top1_agreement"]),
+             None if r["p50_ms"] is None else round(r["p50_ms"], 3),
+             None if r["throughput_ips"] is None else round(r["throughput_ips"], 1)] for r in summary]
+
+
+def write_reports(result: PipelineResult, config: PipelineConfig) -> None:
+    """``report.json`` (everything), ``report.md`` (tables a person reads), ``throughput.png``."""
+    from resnet_deploy.benchmarks.plot import plot_reports
+    from resnet_deploy.benchmarks.report import markdown, write_json
+    from resnet_deploy.publish import write_text
+
+    out = result.out_dir
+    env = result.reports[0].environment if result.reports else {}
+    write_json(out / "report.json", {
+        "format": "resnet-deploy-pipeline/1",
+        "config": {**asdict(config), "batches": list(config.batches)},
+        "stages": [asdict(s) for s in result.stages],
+        "summary": result.summary,
+        "benchmarks": [r.to_dict() for r in result.reports],
+        "environment": env,
+    })
+    plot_reports(result.reports, out / "throughput.png")
+    top = result.summary[0]["batch"] if result.summary else None
+    lines = [
+        f"# resnet-deploy pipeline: {config.arch}, weights {config.weights or 'random'}",
+        "",
+        f"Evaluation data: {result.reports[0].accuracy['data'] if result.reports and result.reports[0].accuracy else 'none'}; "
+        f"calibration: {config.calib_data} ({config.calib_count} max, {config.method}).",
+        f"Speed at batch {top}, {env.get('threads')} threads on {env.get('cpu') or 'this CPU'}; "
+        "drop and agreement against the PyTorch FP32 model on the same images.",
+        "",
+        markdown(SUMMARY_HEADERS, summary_rows(result.summary)),
+        "",
+        "## Stages",
+        "",
+        markdown(["stage", "status", "artifact", "seconds", "note"],
+                 [[s.name, s.status, s.artifact, round(s.seconds, 1), s.note] for s in result.stages]),
+        "",
+        "![throughput](throughput.png)",
+        "",
+    ]
+    write_text(out / "report.md", "\n".join(lines))
+
+
+def _parity_note(parity: dict[str, Any] | None) -> str:
+    if not parity:
+        return ""
+    top1 = "" if parity.get("top1") is None else f"top-1 {parity['top1']:.2%}, "
+    return f"{top1}agreement {parity['top1_agreement']:.2%} vs {parity.get('reference', 'pytorch')}"
