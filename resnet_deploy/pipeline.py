@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ class PipelineConfig:
     batches: tuple[int, ...] = (1, 8)
     warmup_s: float = 0.5
     duration_s: float = 2.0
-    threads: int | None = None  # CPU threads for onnxruntime and torch; None: their defaults
+    threads: int | None = None  # CPU threads for onnxruntime and torch; None: the CPUs this process may use
 
 
 @dataclass
@@ -94,9 +94,12 @@ def prepare_out_dir(out_dir: Path, arch: str, *, overwrite: bool) -> Path:
 def run_pipeline(out_dir: str | os.PathLike[str], *, config: PipelineConfig = PipelineConfig(),
                  overwrite: bool = False, log: Log = print, debug: bool = False) -> PipelineResult:
     """Run every stage into ``out_dir``; a missed gate stops the pipeline (GateError, exit 1)."""
+    from resnet_deploy.benchmarks.environment import default_threads
     from resnet_deploy.data import open_source
     from resnet_deploy.weights import load_model
 
+    if config.threads is None:
+        config = replace(config, threads=default_threads())
     out = prepare_out_dir(Path(out_dir), config.arch, overwrite=overwrite)
     names = {k: out / v for k, v in artifact_names(config.arch).items()}
     calib = open_source(config.calib_data, split="train", count=config.calib_count)
