@@ -130,3 +130,27 @@ def reference_from_manifest(manifest: Manifest, parent_path: str | os.PathLike[s
                          f"(sha256 {loaded.weights_sha256[:12]}..., manifest {expected[:12]}...); pass --reference")
     return TorchSession(loaded.model, image_size=manifest.preprocess.crop, manifest=None, device=device,
                         threads=threads)
+
+
+def reference_or_parent(manifest: Manifest, onnx_parent_path: str | os.PathLike[str], *,
+                        threads: int | None = None) -> tuple[Session, str]:
+    """The PyTorch reference rebuilt from ``manifest``, else the FP32 ONNX parent; and a label saying which.
+
+    The label goes into the child artifact's ``parity.reference``: ``"pytorch"``, or
+    ``"onnx-fp32 <file> (PyTorch weights not rebuilt: <why>)"`` when the weights moved, differ
+    from ``weights_sha256``, or cannot be downloaded. The parent passed its own FP32 gate against
+    PyTorch when it was exported, so it is the next best reference.
+    """
+    from pathlib import Path
+
+    from resnet_deploy.errors import DeployError
+    from resnet_deploy.runtime.onnxruntime import OnnxRuntimeSession
+
+    try:
+        return reference_from_manifest(manifest, onnx_parent_path, threads=threads), "pytorch"
+    except DeployError as exc:
+        if manifest.precision != "fp32":
+            raise
+        why = str(exc).removesuffix("; pass --reference")
+        session = OnnxRuntimeSession(onnx_parent_path, manifest=manifest, provider="cpu", threads=threads)
+        return session, f"onnx-fp32 {Path(onnx_parent_path).name} (PyTorch weights not rebuilt: {why})"
