@@ -1,0 +1,167 @@
+"""INT8 for CPUs: onnxruntime ``quantize_static``, QDQ format, U8S8 (uint8 activations, int8 per-channel weights).
+
+Why not the TensorRT graph on CPUs: onnxruntime's fast int8 kernels (QLinearConv over VNNI) want
+asymmetric uint8 activations; symmetric int8 activations run slower than FP32 there and
+ModelOpt's graph slower still (DESIGN.md "Measured"). On this layout ORT fuses every Conv, Add
+and the classifier into QLinearConv/QLinearAdd/QGemm.
+
+``reduce_range`` stays off: it exists for AVX2 CPUs without VNNI, whose u8*s8 instruction can
+saturate; VNNI (and AMX) CPUs do not need it. ``quant_pre_process`` is not run: the parent is
+already onnxsim-simplified with BatchNorm folded, and on ResNet-50 it changed no node (measured:
+the same 53 Conv, 49 Relu, 16 Add before and after).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from resnet_deploy.calibration.workspace import tool_scope
+from resnet_deploy.errors import DeployError, UsageError, require
+
+if TYPE_CHECKING:
+    import onnx
+
+    from resnet_deploy.calibration.readers import SetReader
+
+METHODS = ("entropy", "max", "percentile")
+_INSTALL = "pip install onnxruntime-gpu (it also runs on CPUs), or onnxruntime on a CPU-only host"
+
+
+def quantize_cpu(parent: Path, reader: SetReader, output: Path, *, method: str, exclude: Sequence[str] = (),
+                 debug: bool = False) -> None:
+    """Write ``parent`` with U8S8 QDQ to ``output``, calibrated on ``reader``; ``exclude`` stays FP32.
+
+    ``parent`` must sit in a private work folder (the quantizer writes ``<name>-inferred.onnx`` beside it).
+    """
+    if method not in METHODS:
+        raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    require("onnxruntime.quantization", install=_INSTALL)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    calibrate = {"entropy": CalibrationMethod.Entropy, "max": CalibrationMethod.MinMax,
+                 "percentile": CalibrationMethod.Percentile}[method]
+    reader.rewind()
+    with tool_scope(output.parent, debug=debug) as log:
+        try:
+            quantize_static(
+                str(parent), str(output), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                reduce_range=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                nodes_to_exclude=list(exclude), calibrate_method=calibrate,
+                # One batch per collect call: the calibrator's memory stays one batch of activations
+                # (without it MinMax keeps every batch's tensors until the end).
+                extra_options={"CalibStridedMinMax": 1,
+                               # Logits stay float: a quantized classifier output clips large logits to the
+                               # calibrated range (entropy clips hardest), which only costs accuracy.
+                               "OpTypesToExcludeOutputQuantization": ["Gemm", "MatMul"]},
+            )
+        except Exception as exc:  # onnxruntime raises ValueError/RuntimeError/its own types
+            text = str(exc).strip()
+            raise DeployError(f"onnxruntime INT8 quantization failed: {(text.splitlines() or [type(exc).__name__])[0][:300]}"
+                              + (f" (its last output: {log.tail()})" if log.tail() else "")) from exc
+    if reader.batches_read < len(reader):
+        raise DeployError(f"onnxruntime read {reader.batches_read} of {len(reader)} calibration batches")
+    if exclude:
+        import onnx
+
+        model = onnx.load(str(output))
+        feed_float_inputs(model, onnx.load(str(parent)), set(exclude))
+        onnx.save_model(model, str(output))
+
+
+def feed_float_inputs(model: onnx.ModelProto, parent: onnx.ModelProto, names: set[str]) -> None:
+    """Give each node in ``names`` the FP32 tensors its parent node read, and drop Q/DQ nobody reads.
+
+    ``nodes_to_exclude`` alone does not keep a layer's inputs in FP32: onnxruntime quantizes a
+    tensor for its producer and hands every consumer the DequantizeLinear output, excluded ones
+    included. Where it folded a Relu/Clip into the Q range (renaming the Conv's output to the
+    activation's), the activation is put back for the excluded node, which must see it applied.
+    """
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    parent_nodes = {node.name: node for node in parent.graph.node}
+    parent_producer = {out: node for node in parent.graph.node for out in node.output}
+    inits = {i.name for i in graph.initializer}
+    for node in list(graph.node):
+        if node.name not in names or node.name not in parent_nodes:
+            continue
+        for i, name in enumerate(node.input):
+            src = producer.get(name)
+            if src is None or src.op_type != "DequantizeLinear":
+                continue
+            want = parent_nodes[node.name].input[i]
+            was, now = parent_producer.get(want), producer.get(want)
+            if was is None or (now is not None and now.name == was.name):
+                node.input[i] = want  # a graph input, or the same tensor from the same node
+                continue
+            act_input = parent_producer.get(was.input[0]) if was.input else None
+            if was.op_type not in ("Relu", "Clip") or now is None or act_input is None or now.name != act_input.name \
+                    or any(extra and extra not in inits for extra in was.input[1:]):
+                raise DeployError(f"cannot keep {node.name} in FP32: onnxruntime rewrote its input {want}")
+            restored = _activation_copy(was, inputs=[want, *was.input[1:]], output=f"{want}_fp32")
+            graph.node.insert(list(graph.node).index(node), restored)
+            producer[restored.output[0]] = restored
+            node.input[i] = restored.output[0]
+    _drop_unread_qdq(graph)
+
+
+def _activation_copy(node, *, inputs: list[str], output: str):
+    from onnx import helper
+
+    return helper.make_node(node.op_type, inputs, [output], name=f"{node.name}_fp32",
+                            **{a.name: helper.get_attribute_value(a) for a in node.attribute})
+
+
+def _drop_unread_qdq(graph) -> None:
+    """Remove Q/DQ nodes whose outputs nothing reads (after rewiring), and their scales and zero points."""
+    while True:
+        read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(out in read for out in n.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    read = {name for node in graph.node for name in node.input}
+    for init in [i for i in graph.initializer if i.name not in read]:
+        graph.initializer.remove(init)
+
+
+def check_cpu_qdq(model: onnx.ModelProto) -> dict[str, int]:
+    """Raise DeployError unless ``model`` is U8S8 QDQ: uint8 activations, int8 weights with zero point 0 per
+    channel, float graph outputs."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    problems: list[str] = []
+    activations = weights = 0
+    for node in graph.node:
+        if node.op_type == "QuantizeLinear":
+            activations += 1
+            zp = inits.get(node.input[2]) if len(node.input) > 2 else None
+            if zp is None or numpy_helper.to_array(zp).dtype != np.uint8:
+                problems.append(f"{node.name} does not quantize to uint8")
+        elif node.op_type in ("Conv", "Gemm") and len(node.input) > 1:
+            dq = producer.get(node.input[1])
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue  # kept in FP32
+            weights += 1
+            zp = inits.get(dq.input[2]) if len(dq.input) > 2 else None
+            zp = None if zp is None else numpy_helper.to_array(zp)
+            per_channel = any(a.name == "axis" for a in dq.attribute)
+            if zp is None or zp.dtype != np.int8 or np.any(zp != 0) or not per_channel:
+                problems.append(f"{node.name} weight is not int8 symmetric per channel")
+    for out in graph.output:
+        src = producer.get(out.name)
+        if src is not None and src.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            problems.append(f"graph output {out.name} comes from {src.op_type}")
+    if activations == 0:
+        raise DeployError("onnxruntime wrote a graph without QuantizeLinear nodes (nothing was quantized)")
+    if problems:
+        raise DeployError("the INT8 graph is not U8S8 QDQ: " + "; ".join(problems[:5]))
+    return {"quantized_activations": activations, "quantized_weights": weights}

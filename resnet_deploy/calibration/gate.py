@@ -1,0 +1,285 @@
+"""Calibrate for a target, then hold the result to the accuracy gate, keeping sensitive layers in high precision if needed.
+
+1. Quantize every layer the quantizer chooses; measure parity against the reference (PyTorch)
+   on the held-out evaluation data; done if the gate (default: top-1 drop <= 1 point) holds.
+2. Otherwise score each quantized layer's sensitivity on calibration samples
+   (``sensitivity.layer_sensitivity``) and quantize again with the 1, 2, 4, 8, ... most
+   sensitive layers excluded (ModelOpt's and onnxruntime's ``nodes_to_exclude``), up to
+   ``max_kept``, until the gate holds.
+3. If it never holds: GateError naming every attempt; the caller publishes nothing.
+
+The reference runs once: its logits are recorded on the first evaluation and replayed for the
+later attempts (``RecordedSession``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from resnet_deploy.calibration.cache import CalibrationCache, default_cache_dir
+from resnet_deploy.calibration.readers import calibration_batch_size
+from resnet_deploy.calibration.sensitivity import LayerSensitivity, layer_sensitivity
+from resnet_deploy.errors import GateError, UsageError
+from resnet_deploy.manifest import package_versions
+from resnet_deploy.parity import INT8_GATE, Gate, Parity, measure_parity
+from resnet_deploy.runtime.session import Session
+
+if TYPE_CHECKING:
+    from resnet_deploy.calibration.readers import CalibrationSet
+    from resnet_deploy.data import DataSource
+    from resnet_deploy.manifest import Manifest
+
+TARGETS = ("tensorrt", "cpu")
+METHODS = ("entropy", "max", "percentile")
+
+
+@dataclass(frozen=True)
+class Int8Config:
+    target: str = "tensorrt"  # "tensorrt": ModelOpt, symmetric Q/DQ where TensorRT fuses it; "cpu": onnxruntime U8S8
+    method: str = "entropy"  # "entropy" | "max" | "percentile" (percentile: cpu target only)
+    # What stays unquantized (layers left out, the residual Adds' float side, the classifier) runs in
+    # FP32. FP16 is faster on GPUs, but an INT8 graph with FP16 scales fails to build on Orin (SM87)
+    # with TensorRT 10.16 (NVIDIA/TensorRT#4832); FP32 builds everywhere, TensorRT still runs the
+    # quantized layers in INT8, and the CPU accuracy gate measures what it would run.
+    high_precision: str = "fp32"
+    gate: Gate = INT8_GATE
+    # Layers the fallback may keep in high precision; 0: no fallback. None: half of the quantized layers
+    # (beyond that the model is mostly FP32, INT8 buys little, and a missed gate is the honest answer).
+    max_kept: int | None = None
+    sensitivity_samples: int = 64  # calibration samples the per-layer sensitivity is measured on
+    batch_size: int | None = None  # calibration batch; None: by image size, so memory stays bounded
+    cache_dir: Path | None = None  # None: <user cache>/calibration
+    use_cache: bool = True
+
+    def validate(self) -> None:
+        """Raise UsageError for a bad option, before any work."""
+        if self.target not in TARGETS:
+            raise UsageError(f"--target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        if self.method not in METHODS:
+            raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.target == "tensorrt":
+            from resnet_deploy.calibration.tensorrt import HIGH_PRECISION
+            from resnet_deploy.calibration.tensorrt import METHODS as TRT_METHODS
+
+            if self.method not in TRT_METHODS:
+                raise UsageError(f"--method {self.method} is not supported for --target tensorrt: ModelOpt's INT8 "
+                                 f"calibrators are {' and '.join(TRT_METHODS)} (use --target cpu for percentile)")
+            if self.high_precision not in HIGH_PRECISION:
+                raise UsageError(f"--high-precision must be fp32 or fp16, got {self.high_precision!r}")
+        elif self.high_precision != "fp32":
+            raise UsageError("--high-precision fp16 applies to --target tensorrt; the cpu target keeps FP32")
+        if self.gate.max_drop is not None and self.gate.max_drop < 0:
+            raise UsageError(f"--max-drop must be >= 0, got {self.gate.max_drop}")
+        if self.max_kept is not None and self.max_kept < 0:
+            raise UsageError(f"--max-kept must be >= 0, got {self.max_kept}")
+        if self.sensitivity_samples < 1:
+            raise UsageError("sensitivity_samples must be at least 1")
+
+
+@dataclass
+class Attempt:
+    kept: list[str]
+    parity: Parity
+    failures: list[str]
+    cached: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.parity
+        return {"kept": len(self.kept), "top1_drop": p.top1_drop, "top1_agreement": p.top1_agreement,
+                "max_rel_diff": p.max_rel_diff, "passed": not self.failures}
+
+    def describe(self) -> str:
+        p = self.parity
+        drop = "n/a" if p.top1_drop is None else f"{p.top1_drop:.2f}"
+        return f"{len(self.kept)} layers kept: top-1 drop {drop} points, agreement {p.top1_agreement:.2%}"
+
+
+@dataclass
+class GateResult:
+    path: Path  # the accepted quantized graph, in the work folder
+    parity: Parity
+    kept: list[str]  # layers kept in high precision, most sensitive first
+    attempts: list[Attempt]
+    structure: dict[str, int]  # counts from the placement check
+    sensitivity: list[LayerSensitivity] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def quantize_to_gate(parent: Path, parent_sha256: str, manifest: Manifest, cset: CalibrationSet, *,
+                     reference: Session, eval_source: DataSource, workdir: Path, config: Int8Config,
+                     debug: bool = False, log: Callable[[str], None] | None = None) -> GateResult:
+    """Quantize ``parent`` (a private copy in ``workdir``) for ``config.target`` until ``config.gate`` holds."""
+    config.validate()
+    say = log or (lambda _msg: None)
+    batch = config.batch_size or calibration_batch_size(manifest.preprocess.crop)
+    cache = CalibrationCache((config.cache_dir or default_cache_dir()) if config.use_cache else None)
+    reference = RecordedSession(reference)
+    key_parts = {"parent": parent_sha256, "calibration": cset.sha256, "method": config.method, "target": config.target,
+                 "batch": batch, "high_precision": config.high_precision, "versions": _quantizer_versions(config.target)}
+    attempts: list[Attempt] = []
+    seconds = {"calibrate_s": 0.0, "parity_s": 0.0}
+
+    def attempt(kept: list[str]) -> tuple[Attempt, Path, dict[str, int]]:
+        path = workdir / f"int8-{len(attempts)}.onnx"
+        t0 = time.perf_counter()
+        cached, structure = _quantized(parent, cset, manifest, path, kept=kept, batch=batch, config=config,
+                                       cache=cache, key=cache.key("model", kept=sorted(kept), **key_parts), debug=debug)
+        seconds["calibrate_s"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        parity = _evaluate(reference, path, manifest, eval_source)
+        seconds["parity_s"] += time.perf_counter() - t0
+        result = Attempt(kept, parity, parity.failures(config.gate), cached)
+        attempts.append(result)
+        say(f"INT8 ({config.target}{', cached' if cached else ''}), {result.describe()}"
+            f"{'; gate holds' if not result.failures else ''}")
+        return result, path, structure
+
+    say(f"calibrating for {config.target} ({config.method}, {cset.count} samples, batch {batch})")
+    first, path, structure = attempt([])
+    if not first.failures:
+        return GateResult(path, first.parity, [], attempts, structure, seconds=seconds)
+    if config.max_kept == 0:
+        raise _gate_error(attempts, config, "the fallback is off (--max-kept 0)")
+    t0 = time.perf_counter()
+    ranking = _sensitivity(parent, path, cset, manifest, config, cache, key_parts, say)
+    seconds["sensitivity_s"] = time.perf_counter() - t0
+    limit = len(ranking) // 2 if config.max_kept is None else min(config.max_kept, len(ranking))
+    for k in _schedule(limit):
+        kept = [s.node for s in ranking[:k]]
+        result, path, structure = attempt(kept)
+        if not result.failures:
+            return GateResult(path, result.parity, kept, attempts, structure, ranking, seconds)
+    raise _gate_error(attempts, config, f"kept up to {limit} of {len(ranking)} quantized layers in {config.high_precision}")
+
+
+def _schedule(limit: int) -> list[int]:
+    """1, 2, 4, ... below ``limit``, then ``limit``: few re-quantizations, and the last try keeps all allowed."""
+    out, k = [], 1
+    while k < limit:
+        out.append(k)
+        k *= 2
+    return out + [limit] if limit >= 1 else out
+
+
+def _gate_error(attempts: list[Attempt], config: Int8Config, why: str) -> GateError:
+    tried = "; ".join(a.describe() for a in attempts)
+    return GateError(f"INT8 ({config.target}) missed the accuracy gate ({'; '.join(attempts[-1].failures)}) on "
+                     f"{attempts[-1].parity.data}; {why}. Tried: {tried}. Nothing was published")
+
+
+def _quantized(parent: Path, cset: CalibrationSet, manifest: Manifest, path: Path, *, kept: list[str], batch: int,
+               config: Int8Config, cache: CalibrationCache, key: str, debug: bool) -> tuple[bool, dict[str, int]]:
+    """Write the quantized graph to ``path`` (from the cache when model, data and method match); check it."""
+    import onnx
+
+    if cache.fetch_model(key, path):
+        try:
+            return True, _check(onnx.load(str(path)), config.target, kept)
+        except Exception:  # protobuf's DecodeError, OSError, or DeployError from the check: calibrate again
+            path.unlink(missing_ok=True)
+    reader = cset.reader(manifest, batch_size=batch)
+    if config.target == "tensorrt":
+        from resnet_deploy.calibration.tensorrt import quantize_tensorrt
+
+        quantize_tensorrt(parent, reader, path, method=config.method, exclude=kept,
+                          high_precision=config.high_precision, debug=debug)
+    else:
+        from resnet_deploy.calibration.cpu import quantize_cpu
+
+        quantize_cpu(parent, reader, path, method=config.method, exclude=kept, debug=debug)
+    structure = _check(onnx.load(str(path)), config.target, kept)
+    cache.store_model(key, path)
+    return False, structure
+
+
+def _check(model, target: str, kept: list[str]) -> dict[str, int]:
+    if target == "tensorrt":
+        from resnet_deploy.calibration.tensorrt import check_tensorrt_qdq
+
+        return check_tensorrt_qdq(model, excluded=kept)
+    from resnet_deploy.calibration.cpu import check_cpu_qdq
+
+    return check_cpu_qdq(model)
+
+
+def _evaluate(reference: Session, path: Path, manifest: Manifest, source: DataSource) -> Parity:
+    from resnet_deploy.runtime.onnxruntime import OnnxRuntimeSession
+
+    with OnnxRuntimeSession(path, manifest=manifest, provider="cpu") as candidate:
+        return measure_parity(reference, candidate, source, manifest.preprocess,
+                              batch_size=min(32, manifest.batch.max))
+
+
+def _sensitivity(parent: Path, quantized: Path, cset: CalibrationSet, manifest: Manifest, config: Int8Config,
+                 cache: CalibrationCache, key_parts: dict[str, Any], say: Callable[[str], None]) -> list[LayerSensitivity]:
+    key = cache.key("sensitivity", samples=config.sensitivity_samples, **key_parts)
+    if (record := cache.fetch_record(key)) is not None:
+        try:
+            return [LayerSensitivity(**item) for item in record]
+        except TypeError:
+            cache.forget(key)
+    samples = min(config.sensitivity_samples, cset.count)
+    say(f"measuring the INT8 sensitivity of each layer on {samples} calibration samples")
+    ranking = layer_sensitivity(parent, quantized, cset, manifest, samples=samples,
+                                batch_size=min(16, manifest.batch.max))
+    cache.store_record(key, [s.to_dict() for s in ranking])
+    return ranking
+
+
+def _quantizer_versions(target: str) -> dict[str, str]:
+    names = ("nvidia-modelopt", "onnxruntime-gpu", "onnxruntime") if target == "tensorrt" else ("onnxruntime-gpu", "onnxruntime")
+    return package_versions(*names)
+
+
+class RecordedSession(Session):
+    """A reference whose logits are computed once per distinct batch and replayed after (keyed by the batch bytes)."""
+
+    def __init__(self, inner: Session) -> None:
+        self.inner = inner
+        self.backend = inner.backend
+        self.input_dtype = inner.input_dtype
+        self.sample_shape = inner.sample_shape
+        self.min_batch, self.max_batch = inner.min_batch, inner.max_batch
+        self._logits: dict[str, np.ndarray] = {}
+
+    @property
+    def description(self) -> str:
+        return self.inner.description
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        key = hashlib.sha256(memoryview(batch).cast("B")).hexdigest()
+        if key not in self._logits:
+            self._logits[key] = self.inner.run(batch)
+        return self._logits[key]
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def evaluation_source(manifest: Manifest, eval_source: DataSource | None, *, what: str) -> DataSource:
+    """``eval_source``, or digits:eval for the demo weights; other models must name their evaluation data."""
+    if eval_source is not None:
+        return eval_source
+    if (manifest.source or {}).get("weights") == "demo":
+        from resnet_deploy.data import open_source
+
+        return open_source("digits", split="eval")
+    raise UsageError(f"{what} needs evaluation data for its accuracy gate: pass --eval-data (an image folder with "
+                     "class sub-folders, a labelled .npz, or 'digits')")
+
+
+def require_labels(source: DataSource, manifest: Manifest) -> None:
+    """A top-1 drop needs labels: check the first sample before any expensive work."""
+    for batch in source.batches(manifest.preprocess, batch_size=1):
+        if batch.labels is None:
+            raise UsageError(f"{source.description}: has no labels; the INT8 gate measures a top-1 drop "
+                             "(use class sub-folders or an .npz with 'labels')")
+        return
+    raise UsageError(f"{source.description}: no decodable samples to evaluate on")

@@ -1,0 +1,165 @@
+"""FP32 ONNX -> FP16 ONNX with ModelOpt AutoCast, FP32 inputs and outputs kept, gated against PyTorch.
+
+AutoCast converts every node it judges safe to FP16 and leaves in FP32 the ones whose
+activations or weights would overflow FP16 (beyond ``data_max`` = 512 or the FP16 range). It
+judges activations on reference runs: on real calibration samples when given (``calib_source``,
+written as the ``.npz`` AutoCast's API takes), otherwise on random inputs. Its reference runner
+keeps every activation of every sample in memory, so the set is small (``--calib-count``, 32).
+
+Inputs and outputs stay FP32 (``keep_io_types``): an application feeds the FP16 model the same
+arrays as the FP32 one. The result must pass the FP16 gate (top-1 agreement >= 99.5%, drop
+<= 0.2 points) against the PyTorch model on held-out data; otherwise nothing is published.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from resnet_deploy.calibration.gate import evaluation_source
+from resnet_deploy.calibration.readers import spool_calibration
+from resnet_deploy.calibration.workspace import private_copy, tool_scope
+from resnet_deploy.errors import DeployError, UsageError, require
+from resnet_deploy.export.artifact import check_outputs, parent_manifest, publish_onnx
+from resnet_deploy.export.onnx import ExportResult
+from resnet_deploy.manifest import package_versions
+from resnet_deploy.parity import FP16_GATE, Gate, measure_parity
+from resnet_deploy.publish import sha256_file
+from resnet_deploy.reference import reference_or_parent
+
+if TYPE_CHECKING:
+    import onnx
+
+    from resnet_deploy.calibration.readers import CalibrationSet
+    from resnet_deploy.data import DataSource
+    from resnet_deploy.manifest import Manifest
+
+VERSIONED = ("onnx", "onnxruntime-gpu", "onnxruntime", "nvidia-modelopt", "torch")
+_FLOAT, _FLOAT16 = 1, 10  # onnx.TensorProto.FLOAT / FLOAT16
+
+
+@dataclass(frozen=True)
+class Fp16Config:
+    gate: Gate = FP16_GATE
+
+
+def fp16_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLike[str], *,
+                   config: Fp16Config = Fp16Config(), calib_source: DataSource | None = None,
+                   eval_source: DataSource | None = None, overwrite: bool = False, debug: bool = False) -> ExportResult:
+    """Convert the FP32 ``onnx_path`` to FP16 at ``output`` (+ ``output.json``); publish only if the gate holds.
+
+    ``calib_source``: samples AutoCast measures activation ranges on (None: random inputs).
+    ``eval_source``: held-out data for the gate (default: digits:eval for the demo weights).
+    """
+    t_start = time.perf_counter()
+    output = check_outputs(output, overwrite=overwrite)
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise UsageError(f"{onnx_path}: no such ONNX file")
+    parent = parent_manifest(onnx_path)
+    if parent.precision != "fp32":
+        raise UsageError(f"{onnx_path}: is {parent.precision}; FP16 starts from the FP32 ONNX")
+    eval_source = evaluation_source(parent, eval_source, what="FP16")
+    require("modelopt.onnx.autocast", install="pip install 'nvidia-modelopt[onnx]'")
+    import onnx
+
+    from resnet_deploy.runtime.onnxruntime import OnnxRuntimeSession
+
+    parent_sha = sha256_file(onnx_path)
+    seconds: dict[str, float] = {}
+    reference, reference_label = reference_or_parent(parent, onnx_path)
+    with reference, tempfile.TemporaryDirectory(prefix=".resnet-deploy-", dir=output.parent) as tmp:
+        work = Path(tmp)
+        calibration, npz = None, None
+        if calib_source is not None:
+            cset = spool_calibration(calib_source, parent.preprocess, work)
+            npz = _write_npz(cset, parent, work / "calibration.npz")
+            calibration = cset.summary("autocast ranges")
+        t0 = time.perf_counter()
+        model = _autocast(private_copy(onnx_path, work), npz, work, debug=debug)
+        seconds["convert_s"] = time.perf_counter() - t0
+        _check_io(model, parent)
+        candidate = work / "fp16.onnx"
+        onnx.save_model(model, str(candidate))
+        t0 = time.perf_counter()
+        with OnnxRuntimeSession(candidate, manifest=parent, provider="cpu") as sess:
+            parity = measure_parity(reference, sess, eval_source, parent.preprocess, batch_size=min(32, parent.batch.max))
+        seconds["parity_s"] = time.perf_counter() - t0
+        parity.check(config.gate, what="the FP16 ONNX")
+        manifest = _manifest(parent, model, parent_sha=parent_sha, calibration=calibration,
+                             reference=reference_label, parity=parity)
+        final = publish_onnx(model, output, manifest)
+    seconds["total_s"] = time.perf_counter() - t_start
+    return ExportResult(output, final, seconds)
+
+
+def _write_npz(cset: CalibrationSet, parent: Manifest, path: Path) -> Path:
+    """The set as AutoCast's ``calibration_data``: one array under the input's name (it splits it per sample)."""
+    arrays = list(cset.inputs(parent.input.dtype, parent.preprocess, batch_size=64))
+    np.savez(path, **{parent.input.name: np.concatenate(arrays)})
+    return path
+
+
+def _autocast(parent: Path, npz: Path | None, work: Path, *, debug: bool) -> onnx.ModelProto:
+    from modelopt.onnx.autocast import convert_to_mixed_precision
+
+    with tool_scope(work, debug=debug) as log:
+        try:
+            return convert_to_mixed_precision(onnx_path=str(parent), low_precision_type="fp16", keep_io_types=True,
+                                              calibration_data=None if npz is None else str(npz))
+        except Exception as exc:  # AutoCast raises AssertionError/ValueError/ORT and polygraphy errors
+            text = str(exc).strip()
+            raise DeployError(f"ModelOpt AutoCast failed: {(text.splitlines() or [type(exc).__name__])[0][:300]}"
+                              + (f" (its last output: {log.tail()})" if log.tail() else "")) from exc
+
+
+def _check_io(model: onnx.ModelProto, parent: Manifest) -> None:
+    """FP32 in and out, as asked (uint8 input for a uint8 parent); and something actually became FP16."""
+    want_in = _FLOAT if parent.input.dtype == "float32" else 2  # TensorProto.UINT8
+    got_in = [i.type.tensor_type.elem_type for i in model.graph.input]
+    got_out = [o.type.tensor_type.elem_type for o in model.graph.output]
+    if got_in != [want_in] or got_out != [_FLOAT]:
+        raise DeployError(f"AutoCast changed the model's I/O types (inputs {got_in}, outputs {got_out}); "
+                          "expected them kept as in the FP32 model")
+    if not any(init.data_type == _FLOAT16 for init in model.graph.initializer):
+        raise DeployError("AutoCast converted nothing to FP16 (every weight is still FP32)")
+
+
+def fp32_nodes(model: onnx.ModelProto) -> list[str]:
+    """Compute nodes AutoCast left in FP32 (an FP32 output), for the manifest."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.output)}
+    return [n.name for n in inferred.graph.node
+            if n.op_type not in ("Cast", "Constant") and n.output and types.get(n.output[0]) == _FLOAT]
+
+
+def _manifest(parent: Manifest, model: onnx.ModelProto, *, parent_sha: str, calibration: dict | None,
+              reference: str, parity) -> Manifest:
+    source = {k: v for k, v in parent.source.items() if k in ("weights", "weights_sha256")}
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    n16 = sum(1 for i in model.graph.initializer if i.data_type == _FLOAT16)
+    details = {
+        "converter": "ModelOpt AutoCast",
+        "keep_io_types": True,
+        "opset": opset,
+        "calibration": "real samples" if calibration else "random inputs (AutoCast's default)",
+        "fp16_initializers": n16,
+        "fp32_initializers": sum(1 for i in model.graph.initializer if i.data_type == _FLOAT),
+        "fp32_nodes": fp32_nodes(model),
+    }
+    return parent.derive(
+        precision="fp16",
+        source={**source, "parent_sha256": parent_sha, "calibration": calibration},
+        parity={"reference": reference, **parity.to_dict()},
+        versions=package_versions(*VERSIONED),
+        details=details,
+        build=None,
+    )
