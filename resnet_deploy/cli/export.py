@@ -133,6 +133,137 @@ def report_artifact(path: Path, manifest) -> None:
                    f"max |diff| {p['max_abs_diff']:.3g} ({p['max_rel_diff']:.1e} of max logit)")
 
 
+def _data_option(name: str, help_text: str):
+    return click.option(name, default=None, metavar="SRC", help=help_text)
+
+
+def _default_demo_data(model: Path, given: str | None) -> str | None:
+    """``given``, else "digits" when ``model`` came from the demo weights (its data is built in)."""
+    if given is not None:
+        return given
+    from resnet_deploy.export.artifact import parent_manifest
+
+    return "digits" if (parent_manifest(model).source or {}).get("weights") == "demo" else None
+
+
+def _report_child(result, *, t0: float) -> None:
+    import time
+
+    m = result.manifest
+    report_artifact(result.path, m)
+    reference = (m.parity or {}).get("reference", "pytorch")
+    if reference != "pytorch":
+        click.echo(f"reference: {reference}")
+    cal = m.source.get("calibration")
+    if cal:
+        click.echo(f"calibration: {cal['source']}, {cal['count']} used, {cal['skipped']} skipped, "
+                   f"{cal['method']}, sha256 {cal['sha256'][:16]}")
+    steps = ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in result.seconds.items() if k != "total_s")
+    click.echo(f"time: {time.perf_counter() - t0:.1f} s in all ({steps})")
+
+
+@cli.command("fp16")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_data_option("--calib-data", "Samples AutoCast measures activation ranges on (digits: their train part) "
+                              "[default: digits for the demo weights, else random inputs].")
+@click.option("--calib-count", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Calibration samples (AutoCast keeps every activation of each in memory: keep it small).")
+@_data_option("--eval-data", "Held-out labelled data for the FP16 gate vs PyTorch (digits: their eval part) "
+                             "[default: digits for the demo weights].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output .onnx (its manifest goes to OUTPUT.json).")
+@overwrite_option
+@debug_option
+def fp16_cmd(model, calib_data, calib_count, eval_data, output, overwrite, debug):
+    """Convert the FP32 MODEL to FP16 with ModelOpt AutoCast (FP32 inputs and outputs kept).
+
+    Published only if top-1 agreement with PyTorch is >= 99.5% and the top-1 drop <= 0.2 points.
+
+    \b
+    Example:
+      resnet-export fp16 demo18.onnx -o demo18.fp16.onnx
+    """
+    import time
+
+    from resnet_deploy.data import open_source
+    from resnet_deploy.export.artifact import check_outputs
+    from resnet_deploy.export.fp16 import fp16_from_onnx
+
+    t0 = time.perf_counter()
+    check_outputs(output, overwrite=overwrite)
+    calib_data = _default_demo_data(model, calib_data)
+    calib = open_source(calib_data, split="train", count=calib_count) if calib_data else None
+    source = open_source(eval_data, split="eval") if eval_data else None
+    if calib is None:
+        click.echo("Note: no --calib-data: AutoCast measures activation ranges on random inputs", err=True)
+    result = fp16_from_onnx(model, output, calib_source=calib, eval_source=source, overwrite=overwrite, debug=debug)
+    _report_child(result, t0=t0)
+    details = result.manifest.details
+    click.echo(f"fp16: {details['fp16_initializers']} weights in FP16, {len(details['fp32_nodes'])} nodes kept in FP32")
+
+
+@cli.command("int8")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_data_option("--calib-data", "Calibration samples: image folder, .npy/.npz or 'digits' (their train part).")
+@click.option("--calib-count", type=click.IntRange(min=1), default=512, show_default=True,
+              help="Samples drawn from --calib-data (seeded, sorted: the same set every run).")
+@click.option("--method", type=click.Choice(["entropy", "max", "percentile"]), default="entropy", show_default=True,
+              help="Activation range calibration (percentile: --target cpu only).")
+@click.option("--target", type=click.Choice(["tensorrt", "cpu"]), default="tensorrt", show_default=True,
+              help="tensorrt: ModelOpt's symmetric Q/DQ placed for TensorRT; cpu: onnxruntime U8S8 QDQ "
+                   "(fast on VNNI CPUs).")
+@click.option("--high-precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="Type of what stays unquantized (tensorrt target; fp16 engines fail to build on Orin with "
+                   "TensorRT 10.16, NVIDIA/TensorRT#4832).")
+@_data_option("--eval-data", "Held-out labelled data for the accuracy gate (digits: their eval part) "
+                             "[default: digits for the demo weights].")
+@click.option("--max-drop", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Largest top-1 drop vs PyTorch, in points, that may be published.")
+@click.option("--max-kept", type=click.IntRange(min=0), default=None,
+              help="Most layers the fallback may keep in high precision to meet --max-drop "
+                   "(0: no fallback) [default: half of the quantized layers].")
+@click.option("--no-cache", is_flag=True, help="Calibrate again even when model, data and method match a cached run.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output .onnx (its manifest goes to OUTPUT.json).")
+@overwrite_option
+@debug_option
+def int8_cmd(model, calib_data, calib_count, method, target, high_precision, eval_data, max_drop, max_kept, no_cache,
+             output, overwrite, debug):
+    """Quantize the FP32 MODEL to INT8 (explicit Q/DQ), calibrated on real data, gated against PyTorch.
+
+    If the top-1 drop exceeds --max-drop, the most sensitive layers are kept in high precision
+    until it does not; if it never does, nothing is published (exit 1).
+
+    \b
+    Example:
+      resnet-export int8 demo18.onnx --calib-data digits --calib-count 256 -o demo18.int8.onnx
+      resnet-export int8 resnet50.onnx --calib-data photos/ --target cpu -o resnet50.cpu.int8.onnx
+    """
+    import time
+
+    from resnet_deploy.calibration.gate import Int8Config
+    from resnet_deploy.data import open_source
+    from resnet_deploy.export.artifact import check_outputs
+    from resnet_deploy.export.int8 import int8_from_onnx
+    from resnet_deploy.parity import Gate
+
+    t0 = time.perf_counter()
+    if calib_data is None:
+        raise click.UsageError("--calib-data is required: an image folder, .npy/.npz or 'digits' "
+                               "(INT8 scales are never made up)")
+    config = Int8Config(target=target, method=method, high_precision=high_precision, gate=Gate(max_drop=max_drop),
+                        max_kept=max_kept, use_cache=not no_cache)
+    config.validate()
+    check_outputs(output, overwrite=overwrite)
+    calib = open_source(calib_data, split="train", count=calib_count)
+    source = open_source(eval_data, split="eval") if eval_data else None
+    result = int8_from_onnx(model, output, calib_source=calib, config=config, eval_source=source,
+                            overwrite=overwrite, debug=debug, log=lambda msg: click.echo(msg, err=True))
+    _report_child(result, t0=t0)
+    kept = result.manifest.details["kept_high_precision"]
+    click.echo(f"int8 ({target}): kept in {high_precision}: {', '.join(kept) if kept else 'none'}")
+
+
 def main() -> None:
     cli(prog_name="resnet-export")
 
