@@ -74,6 +74,7 @@ def artifact_names(arch: str) -> dict[str, str]:
 
 
 REPORT_FILES = ("report.md", "report.json", "throughput.png")
+FP16_CALIB_COUNT = 32
 
 
 def prepare_out_dir(out_dir: Path, arch: str, *, overwrite: bool) -> Path:
@@ -103,6 +104,8 @@ def run_pipeline(out_dir: str | os.PathLike[str], *, config: PipelineConfig = Pi
     out = prepare_out_dir(Path(out_dir), config.arch, overwrite=overwrite)
     names = {k: out / v for k, v in artifact_names(config.arch).items()}
     calib = open_source(config.calib_data, split="train", count=config.calib_count)
+    # AutoCast keeps every activation of every calibration sample in memory: a small set for FP16.
+    calib_fp16 = open_source(config.calib_data, split="train", count=min(config.calib_count, FP16_CALIB_COUNT))
     evaluation = open_source(config.eval_data, split="eval") if config.eval_data else None
     stages: list[Stage] = []
 
@@ -124,7 +127,7 @@ def run_pipeline(out_dir: str | os.PathLike[str], *, config: PipelineConfig = Pi
     def export_fp16() -> str:
         from resnet_deploy.export.fp16 import fp16_from_onnx
 
-        result = fp16_from_onnx(names["onnx"], names["fp16"], calib_source=calib, eval_source=evaluation,
+        result = fp16_from_onnx(names["onnx"], names["fp16"], calib_source=calib_fp16, eval_source=evaluation,
                                 overwrite=overwrite, debug=debug)
         return _parity_note(result.manifest.parity)
 

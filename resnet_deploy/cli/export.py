@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from resnet_deploy.cli.common import CONTEXT_SETTINGS, Group, debug_option, group_setup, overwrite_option
+from resnet_deploy.cli.common import (
+    CONTEXT_SETTINGS,
+    Group,
+    batch_list,
+    debug_option,
+    group_setup,
+    overwrite_option,
+)
 
 
 @click.group(cls=Group, context_settings=CONTEXT_SETTINGS)
@@ -262,6 +269,73 @@ def int8_cmd(model, calib_data, calib_count, method, target, high_precision, eva
     _report_child(result, t0=t0)
     kept = result.manifest.details["kept_high_precision"]
     click.echo(f"int8 ({target}): kept in {high_precision}: {', '.join(kept) if kept else 'none'}")
+
+
+@cli.command("pipeline")
+@click.option("--arch", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]),
+              default="resnet18", show_default=True, help="ResNet variant.")
+@click.option("--weights", default="demo", show_default=True, metavar="PATH|torchvision|demo|random",
+              help="Weights to deploy ('random': untrained, seed 0).")
+@click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Classifier head size.")
+@click.option("--image-size", type=click.IntRange(min=32), default=None,
+              help="Input (crop) size [default: the weights' preset, else 224].")
+@click.option("--resize", type=click.IntRange(min=32), default=None, help="Short side before the crop.")
+@click.option("--max-batch", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Largest batch of every artifact.")
+@_data_option("--calib-data", "Calibration samples [default: digits, their train part].")
+@click.option("--calib-count", type=click.IntRange(min=1), default=512, show_default=True,
+              help="INT8 calibration samples (FP16 uses at most 32).")
+@click.option("--method", type=click.Choice(["entropy", "max", "percentile"]), default="entropy", show_default=True,
+              help="INT8 activation range calibration.")
+@_data_option("--eval-data", "Held-out labelled data for every gate and the report [default: digits, eval part].")
+@click.option("--max-drop", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="INT8 gate: largest top-1 drop vs PyTorch, in points.")
+@click.option("--batch", "batches", default="1,8", show_default=True, callback=batch_list, metavar="1,8",
+              help="Batch sizes to benchmark.")
+@click.option("--duration", type=click.FloatRange(min=0.1), default=2.0, show_default=True, metavar="S",
+              help="Timed seconds per model and batch size.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads [default: the CPUs this process may use].")
+@click.option("--no-tensorrt", is_flag=True, help="Skip the TensorRT engine stage even where TensorRT exists.")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder (created; its parent must exist).")
+@overwrite_option
+@debug_option
+def pipeline_cmd(arch, weights, num_classes, image_size, resize, max_batch, calib_data, calib_count, method,
+                 eval_data, max_drop, batches, duration, threads, no_tensorrt, out_dir, overwrite, debug):
+    """Everything in one go: ONNX, FP16, INT8 (TensorRT and CPU targets), TensorRT engines where
+    TensorRT and a GPU exist; each gated against PyTorch, all benchmarked side by side, and a report.
+
+    \b
+    Example (the built-in default: the demo ResNet-18 and the digits, no download):
+      resnet-export pipeline -o out
+      resnet-export pipeline --arch resnet50 --weights r50.pth --calib-data calib/ --eval-data val/ -o out50
+    """
+    import time
+
+    from resnet_deploy.cli.common import table
+    from resnet_deploy.pipeline import SUMMARY_HEADERS, PipelineConfig, run_pipeline, summary_rows
+
+    t0 = time.perf_counter()
+    demo = weights == "demo"
+    if not demo and eval_data is None:
+        raise click.UsageError("--eval-data is required for weights other than demo: labelled held-out images "
+                               "(class sub-folders) that every gate and the report measure on")
+    config = PipelineConfig(
+        arch=arch, weights=None if weights == "random" else weights, num_classes=num_classes, image_size=image_size,
+        resize=resize, max_batch=max_batch, calib_data=calib_data or "digits",
+        eval_data=eval_data or "digits", calib_count=calib_count,
+        method=method, max_drop=max_drop, tensorrt=not no_tensorrt, batches=tuple(batches), duration_s=duration,
+        threads=threads,
+    )
+    result = run_pipeline(out_dir, config=config, overwrite=overwrite, debug=debug,
+                          log=lambda msg: click.echo(msg, err=True))
+    click.echo(table(SUMMARY_HEADERS, summary_rows(result.summary)))
+    for stage in result.stages:
+        if stage.status != "ok":
+            click.echo(f"{stage.name}: {stage.status} ({stage.note})")
+    click.echo(f"report: {result.out_dir / 'report.md'}, {result.out_dir / 'report.json'}, "
+               f"{result.out_dir / 'throughput.png'} ({time.perf_counter() - t0:.0f} s in all)")
 
 
 def main() -> None:

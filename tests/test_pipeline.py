@@ -1,0 +1,64 @@
+"""``resnet-export pipeline`` end to end on the built-in default (demo ResNet-18, digits)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from resnet_deploy.benchmarks.report import schema_problems
+from resnet_deploy.cli.export import cli
+from resnet_deploy.pipeline import artifact_names
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory, demo18):
+    out = tmp_path_factory.mktemp("pipeline") / "out"
+    r = CliRunner().invoke(cli, ["pipeline", "-o", str(out), "--duration", "0.2", "--calib-count", "128"])
+    return out, r
+
+
+def test_pipeline_publishes_every_artifact_and_reports_it(pipeline_run):
+    out, r = pipeline_run
+    assert r.exit_code == 0, r.output
+    names = artifact_names("resnet18")
+    for key in ("onnx", "fp16", "int8", "int8-cpu"):
+        assert (out / names[key]).is_file() and (out / f"{names[key]}.json").is_file()
+    report = json.loads((out / "report.json").read_text())
+    listed = [row["artifact"] for row in report["summary"]]
+    assert listed == ["torch:resnet18:demo", *(names[k] for k in ("onnx", "fp16", "int8", "int8-cpu"))]
+    for row in report["summary"]:
+        assert row["top1"] >= 0.97 and row["throughput_ips"] > 0 and row["p50_ms"] > 0
+    for row in report["summary"][1:]:  # every artifact against PyTorch, on the held-out digits
+        assert row["top1_drop"] <= 1.0 and row["top1_agreement"] >= 0.99
+    for bench in report["benchmarks"]:
+        assert schema_problems(bench) == []
+    md = (out / "report.md").read_text()
+    assert all(names[k] in md for k in ("onnx", "fp16", "int8", "int8-cpu"))
+    assert (out / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("resnet18.onnx", "resnet18.int8-cpu.onnx", "img/s"):
+        assert name in r.output  # the summary table on stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_pipeline_reports_the_engine_stage_as_skipped_with_the_reason(pipeline_run):
+    out, r = pipeline_run
+    stages = {s["name"]: s for s in json.loads((out / "report.json").read_text())["stages"]}
+    assert stages["TensorRT engines"]["status"] == "skipped"
+    assert "pip install tensorrt" in stages["TensorRT engines"]["note"]
+    assert not list(out.glob("*.plan"))
+
+
+def test_pipeline_refuses_to_overwrite_before_any_work(pipeline_run):
+    out, _ = pipeline_run
+    before = (out / "resnet18.onnx").stat().st_mtime_ns
+    r = CliRunner().invoke(cli, ["pipeline", "-o", str(out)])
+    assert r.exit_code == 2 and "--overwrite" in r.output
+    assert (out / "resnet18.onnx").stat().st_mtime_ns == before
+
+
+def test_pipeline_needs_eval_data_for_other_weights(tmp_path):
+    r = CliRunner().invoke(cli, ["pipeline", "--weights", "random", "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "--eval-data is required" in r.output
