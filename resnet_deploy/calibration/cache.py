@@ -8,13 +8,16 @@ precision, the high-precision type and the quantizer's version, so a result is r
 when model, data and method all match (shared/RELIABILITY.md #5). The gate always runs again.
 
 Location: ``<cache dir>/calibration`` (``RESNET_DEPLOY_CACHE``, else the user cache folder).
-Entries are written atomically; an unreadable entry is deleted and recomputed.
+Entries are written atomically; an unreadable entry is deleted and recomputed; the folder is
+kept under 2 GiB by dropping the least recently used entries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -31,10 +34,15 @@ def default_cache_dir() -> Path:
 
 
 class CalibrationCache:
-    """A folder of ``<key>.onnx`` graphs and ``<key>.json`` records; ``root=None`` disables it."""
+    """A folder of ``<key>.onnx`` graphs and ``<key>.json`` records; ``root=None`` disables it.
 
-    def __init__(self, root: Path | None) -> None:
+    Bounded: after each store the least recently used entries go until the folder holds at most
+    ``max_bytes`` (default 2 GiB: about twenty ResNet-50 graphs).
+    """
+
+    def __init__(self, root: Path | None, *, max_bytes: int = 2 << 30) -> None:
         self.root = root
+        self.max_bytes = max_bytes
 
     @staticmethod
     def key(kind: str, **parts: Any) -> str:
@@ -49,6 +57,7 @@ class CalibrationCache:
         if not src.is_file():
             return False
         shutil.copyfile(src, dest)
+        os.utime(src)  # recently used: evicted last
         return True
 
     def store_model(self, key: str, src: Path) -> None:
@@ -57,6 +66,7 @@ class CalibrationCache:
         self.root.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.root / f"{key}.onnx") as tmp:
             shutil.copyfile(src, tmp)
+        self._evict()
 
     def forget(self, key: str) -> None:
         """Drop an entry that turned out unusable (corrupt, or failing its checks)."""
@@ -79,3 +89,17 @@ class CalibrationCache:
         self.root.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.root / f"{key}.json") as tmp:
             tmp.write_text(json.dumps(value, indent=1), encoding="utf-8")
+
+    def _evict(self) -> None:
+        entries = []
+        for path in self.root.iterdir():
+            if path.suffix in (".onnx", ".json") and not path.name.startswith("."):
+                with contextlib.suppress(FileNotFoundError):  # another process may evict at the same time
+                    st = path.stat()
+                    entries.append((st.st_mtime, st.st_size, path))
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in sorted(entries):
+            if total <= self.max_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
