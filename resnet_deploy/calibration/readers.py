@@ -50,10 +50,20 @@ class CalibrationSet:
     sha256: str  # over dtype, shape and the bytes of every sample, in order
     description: str  # the source, e.g. "digits:train (512 samples)"
 
-    def summary(self, method: str) -> dict:
-        """The manifest's ``source.calibration`` entry."""
-        return {"source": self.description, "count": self.count, "method": method, "sha256": self.sha256,
+    def summary(self, method: str, *, limit: int | None = None) -> dict:
+        """The manifest's ``source.calibration`` entry (for the first ``limit`` samples when a tool used only those)."""
+        count = self.count if limit is None else min(limit, self.count)
+        return {"source": self.description, "count": count, "method": method, "sha256": self.digest(count),
                 "skipped": self.skipped}
+
+    def digest(self, count: int) -> str:
+        """sha256 of the first ``count`` samples, as ``sha256`` is of all of them."""
+        if count == self.count:
+            return self.sha256
+        h = hashlib.sha256(f"{self.dtype}|{self.sample_shape}|".encode())
+        for start in range(0, count, 256):
+            h.update(memoryview(np.ascontiguousarray(self.read(start, min(256, count - start)))).cast("B"))
+        return h.hexdigest()
 
     def read(self, start: int, count: int) -> np.ndarray:
         """Samples ``start .. start+count`` (clipped to the set), read at an offset: never the whole file."""

@@ -107,3 +107,16 @@ def test_copying_a_folder_keeps_its_digest(calib_png, tmp_path):
     a = spool_calibration(open_source(moved, split="train", count=16), PP, tmp_path)
     b = spool_calibration(open_source(calib_png, split="train", count=16), PP, folder(tmp_path, "b"))
     assert a.sha256 == b.sha256
+
+
+def test_digest_of_a_prefix_matches_a_smaller_set(tmp_path):
+    """A tool that uses only the first samples records the digest those samples would have on their own."""
+    from resnet_deploy.data import ArraySource
+
+    x, y = digits_split("train")
+    big = spool_calibration(ArraySource(x[:100], y[:100], description="100"), PP, folder(tmp_path, "big"))
+    head = spool_calibration(ArraySource(x[:20], y[:20], description="20"), PP, folder(tmp_path, "head"))
+    assert big.digest(big.count) == big.sha256 != head.sha256
+    assert big.digest(20) == head.sha256
+    assert big.summary("autocast ranges", limit=20) == {"source": "100 (100 samples)", "count": 20,
+                                                        "method": "autocast ranges", "sha256": head.sha256, "skipped": 0}

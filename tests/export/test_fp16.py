@@ -94,3 +94,12 @@ def test_cli_fp16(demo18_onnx, tmp_path):
     assert json.loads((tmp_path / "d.fp16.onnx.json").read_text())["precision"] == "fp16"
     again = CliRunner().invoke(cli, ["fp16", str(demo18_onnx), "-o", str(out)])
     assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_autocast_sample_count_shrinks_with_image_size():
+    """AutoCast holds every activation of every sample: at 224x224 it gets 8 (ResNet-50: about 2.4 GiB peak)."""
+    from resnet_deploy.export.fp16 import autocast_samples
+
+    assert autocast_samples(224, 32) == 8
+    assert autocast_samples(32, 32) == 32
+    assert autocast_samples(32, 32, Fp16Config(max_calibration=4)) == 4
