@@ -74,7 +74,11 @@ def load_model(arch: str, weights: str | os.PathLike[str] | None, *, num_classes
             f"{path}: the checkpoint's head has {head.shape[0]} classes, the model {classes}; "
             f"use --num-classes {head.shape[0]}"
         )
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # same names, other shapes
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).splitlines()[0])
+        raise UsageError(f"{path}: weights do not fit {arch}: {detail[:200]}") from exc
     return LoadedModel(model.eval(), arch, classes, str(path), sha256_file(path))
 
 

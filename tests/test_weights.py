@@ -111,3 +111,11 @@ def test_torchvision_weights_fail_clearly_without_torchvision():
             load_model("resnet50", "torchvision")
     else:
         pytest.skip("torchvision is importable here; the download path needs a network")
+
+
+def test_same_keys_other_shapes_is_one_line(tmp_path, r18_state):
+    state = dict(r18_state)
+    state["layer1.0.conv1.weight"] = torch.zeros(64, 64, 5, 5)
+    torch.save(state, tmp_path / "odd.pth")
+    with pytest.raises(UsageError, match=r"weights do not fit resnet18: size mismatch for layer1.0.conv1.weight"):
+        load_model("resnet18", tmp_path / "odd.pth", num_classes=10)
