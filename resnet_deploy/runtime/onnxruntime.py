@@ -41,7 +41,9 @@ class OnnxRuntimeSession(Session):
     default, one per physical core). ``io_binding``: None picks per provider (on for cuda and
     tensorrt, off for cpu). ``trt_cache_dir``: where ORT's TensorRT EP keeps its engines and
     timing cache (default ``<model folder>/.ort-trt-cache``); engines there are executable
-    code, so point it only at a folder you trust.
+    code, so point it only at a folder you trust. ``optimize=False`` runs the graph as written
+    (no graph optimizations): for measuring what a Q/DQ graph computes rather than how fast
+    ORT runs it (onnxruntime 1.24's CPU optimizer miscomputes INT8 graphs with FP16 scales).
     """
 
     backend = "onnxruntime"
@@ -49,7 +51,7 @@ class OnnxRuntimeSession(Session):
 
     def __init__(self, path: str | os.PathLike[str], *, manifest: Manifest | None = None, provider: str = "cpu",
                  threads: int | None = None, io_binding: bool | None = None, device_id: int = 0,
-                 trt_cache_dir: str | os.PathLike[str] | None = None) -> None:
+                 trt_cache_dir: str | os.PathLike[str] | None = None, optimize: bool = True) -> None:
         if provider not in PROVIDERS:
             raise UsageError(f"unknown provider {provider!r} (choose from {', '.join(PROVIDERS)})")
         if threads is not None and threads < 1:
@@ -64,7 +66,8 @@ class OnnxRuntimeSession(Session):
         self.threads = threads
         self.device_id = device_id
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         if threads is not None:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1  # one sequential graph: a second pool would only compete for cores
