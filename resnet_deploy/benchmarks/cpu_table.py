@@ -8,7 +8,8 @@ on the weight values), exports FP32 ONNX, FP16 ONNX (``fp16_from_onnx``) and INT
 targets (``int8_from_onnx``: symmetric Q/DQ for TensorRT, U8S8 for CPUs; calibrated on real
 digit images), reusing artifacts already in DIR. Then every model is timed at every batch size,
 interleaved in rounds (a burst of load elsewhere hits all models alike); each figure is the
-median over rounds. Writes DIR/cpu_table.json and DIR/cpu_table.md and prints the Markdown.
+median over the rounds that no other process disturbed (harness ``other_load_cores``: CPU time
+other processes took during the run, from /proc/stat), or over all rounds where none was clean. Writes DIR/cpu_table.json and DIR/cpu_table.md and prints the Markdown.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_deploy.benchmarks.environment import environment
-from resnet_deploy.benchmarks.harness import BenchConfig, random_input, time_session
+from resnet_deploy.benchmarks.harness import DISTURBED_CORES, BenchConfig, random_input, time_session
 from resnet_deploy.benchmarks.report import markdown, write_json
 from resnet_deploy.errors import GateError, UsageError
 
@@ -51,12 +52,19 @@ class Row:
     note: str = ""  # why a row has no figures
     throughput: dict[int, list[float]] = field(default_factory=dict)  # batch -> img/s per round
     p50: dict[int, list[float]] = field(default_factory=dict)  # batch -> p50 latency ms per round
+    disturbed: dict[int, list[bool]] = field(default_factory=dict)  # batch -> other processes busy, per round
+
+    def clean(self, batch: int, values: dict[int, list[float]]) -> list[float]:
+        """The rounds no other process disturbed; all rounds when every one was disturbed."""
+        flags = self.disturbed.get(batch) or [False] * len(values.get(batch, []))
+        kept = [v for v, bad in zip(values.get(batch, []), flags) if not bad]
+        return kept or values.get(batch, [])
 
     def median(self, batch: int) -> float | None:
-        return statistics.median(self.throughput[batch]) if self.throughput.get(batch) else None
+        return statistics.median(v) if (v := self.clean(batch, self.throughput)) else None
 
     def median_p50(self, batch: int) -> float | None:
-        return statistics.median(self.p50[batch]) if self.p50.get(batch) else None
+        return statistics.median(v) if (v := self.clean(batch, self.p50)) else None
 
 
 @dataclass
@@ -168,8 +176,10 @@ def cpu_table(out_dir: str | Path, *, config: TableConfig = TableConfig(),
                 run = time_session(session, random_input(session, batch), config=replace(bench, batches=(batch,)))
                 row.throughput.setdefault(batch, []).append(run.throughput_ips)
                 row.p50.setdefault(batch, []).append(float(run.to_dict()["latency_ms"]["p50"]))
+                row.disturbed.setdefault(batch, []).append(run.disturbed)
+                busy = "" if run.other_load_cores is None else f" (other processes: {run.other_load_cores:.2f} cores)"
                 log(f"round {r + 1}/{config.rounds} batch {batch} {row.arch} {row.runtime} {row.precision}: "
-                    f"{run.throughput_ips:.1f} img/s")
+                    f"{run.throughput_ips:.1f} img/s{busy}")
     for session in sessions.values():
         session.close()
     env = environment(threads=config.threads)
@@ -190,6 +200,7 @@ def _row_dict(row: Row) -> dict[str, Any]:
             "model": None if row.path is None else row.path.name, "note": row.note or None,
             "throughput_ips": {str(b): v for b, v in row.throughput.items()},
             "latency_p50_ms": {str(b): v for b, v in row.p50.items()},
+            "disturbed": {str(b): v for b, v in row.disturbed.items()},
             "median_throughput_ips": {str(b): row.median(b) for b in row.throughput}}
 
 
@@ -221,6 +232,12 @@ def table_markdown(rows: list[Row], config: TableConfig, env: dict[str, Any], *,
              f"({minutes:.1f} min in all); load average before {env.get('load_avg_before')}, after "
              f"{env.get('load_avg')}; onnxruntime {versions.get('onnxruntime-gpu') or versions.get('onnxruntime')}, "
              f"torch {versions.get('torch')}."]
+    flags = [f for r in rows for v in r.disturbed.values() for f in v]
+    if any(flags):
+        every = [f"{r.arch} {r.precision} batch {b}" for r in rows for b, v in r.disturbed.items() if all(v)]
+        lines.append(f"{sum(flags)} of {len(flags)} measurements ran while other processes kept more than "
+                     f"{DISTURBED_CORES} cores busy and were left out of the medians"
+                     + (f"; every round was disturbed for {', '.join(every)} (all rounds used)" if every else "") + ".")
     if missing := [f"{r.arch} {r.precision}: {r.note}" for r in rows if r.note]:
         lines.append("Rows without figures: " + "; ".join(missing) + ".")
     return "\n".join(lines)

@@ -12,6 +12,7 @@ No torch, onnx or click here: the harness times any ``resnet_deploy.runtime.Sess
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from resnet_deploy.runtime.session import Session
 
 PERCENTILES = (50, 90, 95, 99)
+#: other processes busier than this (cores, on average) during a run disturb it: its figures are flagged
+DISTURBED_CORES = 0.2
 #: a backend method ``(batch) -> (logits, {"gpu_compute_ms": ..., "h2d_ms": ..., ...})``: the session times
 #: its own device work (TensorRTSession.run_timed: CUDA events, trtexec's H2D / GPU compute / D2H)
 TIMED_RUN_METHOD = "run_timed"
@@ -63,6 +66,12 @@ class Run:
     latencies_ms: np.ndarray = field(repr=False)
     #: per-iteration device timings the backend reported (``gpu_compute_ms``, ``h2d_ms``, ...), milliseconds
     device_ms: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    #: CPU cores other processes kept busy during the timed loop, on average (None where /proc/stat is absent)
+    other_load_cores: float | None = None
+
+    @property
+    def disturbed(self) -> bool:
+        return self.other_load_cores is not None and self.other_load_cores > DISTURBED_CORES
 
     @property
     def gpu_compute_ms(self) -> np.ndarray | None:
@@ -81,6 +90,7 @@ class Run:
             "gpu_compute_ms": None if self.gpu_compute_ms is None else summarize(self.gpu_compute_ms),
             "iterations": self.iterations,
             "wall_s": self.wall_s,
+            "other_load_cores": self.other_load_cores,
             # the backend's other device timings: trtexec's H2D and D2H latency and their sum with GPU compute
             "device_ms": {k: summarize(v) for k, v in self.device_ms.items() if k != "gpu_compute_ms"} or None,
         }
@@ -127,6 +137,7 @@ def time_step(step: Callable[[], dict[str, float] | None], sync: Callable[[], No
     device: dict[str, list[float]] = {}
     report_every = 0.25  # seconds between progress callbacks, so the bar costs nothing measurable
     next_report = 0.0
+    busy0, own0 = machine_busy_s(), time.process_time()
     start = t1 = clock()
     while True:
         t0 = clock()
@@ -150,8 +161,25 @@ def time_step(step: Callable[[], dict[str, float] | None], sync: Callable[[], No
             next_report = elapsed + report_every
         if done:
             break
+    busy1, own1 = machine_busy_s(), time.process_time()
+    other = None if busy0 is None or busy1 is None else max(0.0, (busy1 - busy0) - (own1 - own0)) / (t1 - start)
     return Run(batch=batch, iterations=len(lat), wall_s=t1 - start, latencies_ms=np.asarray(lat) * 1e3,
-               device_ms={k: np.asarray(v) for k, v in device.items() if len(v) == len(lat) and k not in _HOST_KEYS})
+               device_ms={k: np.asarray(v) for k, v in device.items() if len(v) == len(lat) and k not in _HOST_KEYS},
+               other_load_cores=other)
+
+
+def machine_busy_s() -> float | None:
+    """CPU seconds all processes have used since boot (Linux /proc/stat: all but idle and iowait), or None.
+
+    Minus this process's own CPU time over a run, it says how much of the machine others took:
+    on a shared machine the difference between a clean figure and a disturbed one.
+    """
+    try:
+        with open("/proc/stat", "rb") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+        return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
 
 # ----------------------------------------------------------------------------- inputs

@@ -138,6 +138,7 @@ def _single(opened, *, reference_text, ref_arch, ref_weights, options, config, s
     click.echo(f"{report.model}: {opened.session.description}, {report.precision}, on {report.device}"
                f" ({env.get('cpu') or '?'}, {threads} threads, load {', '.join(map(str, env.get('load_avg', [])))})")
     click.echo(table(*runs_rows(report)))
+    _note_disturbed([report])
     _echo_accuracy(report)
     if json_out is not None:
         write_json(json_out, report.to_dict())
@@ -147,6 +148,16 @@ def _single(opened, *, reference_text, ref_arch, ref_weights, options, config, s
 
         plot_reports([report], plot_out)
         click.echo(f"wrote {plot_out}")
+
+
+def _note_disturbed(reports) -> None:
+    """Say so when other processes took CPU during a timed run: those figures understate the model."""
+    busy = [f"{rep.model} batch {run.batch}: {run.other_load_cores:.2f} cores"
+            for rep in reports for run in rep.runs if run.disturbed]
+    if busy:
+        click.secho(f"Note: other processes were busy during {len(busy)} of {sum(len(r.runs) for r in reports)} "
+                    f"runs ({'; '.join(busy[:4])}{'; ...' if len(busy) > 4 else ''}): those figures are low; "
+                    "rerun on a quiet machine", fg="yellow", err=True)
 
 
 def _echo_accuracy(report) -> None:
@@ -324,6 +335,7 @@ def compare_cmd(specs, provider, device, cuda_graph, baseline, batches, warmup, 
                f"load {', '.join(map(str, env.get('load_avg', [])))}; "
                f"timing input: {reports[0].timing['inputs']}")
     click.echo(table(*compare_rows(reports, baseline=base)))
+    _note_disturbed(reports)
     if refs := sorted({f"{r.model} vs {r.parity['reference']}" for r in reports if r.parity is not None}):
         click.echo("parity: " + "; ".join(refs))
     if json_out is not None:

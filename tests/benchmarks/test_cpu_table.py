@@ -44,3 +44,13 @@ def test_missing_stage_leaves_its_row_empty_and_says_why():
                              minutes=1.0)
     assert "| resnet50 | onnxruntime | fp16 | - | - | - |" in text
     assert "Rows without figures: resnet50 fp16: not built: No module named 'x'." in text
+
+
+def test_disturbed_rounds_are_left_out_of_the_median():
+    row = ct.Row("resnet50", "onnxruntime", "fp32", ct.Path("r.onnx"), throughput={8: [40.0, 12.0, 44.0, 9.0, 42.0]},
+                 p50={8: [200.0, 700.0, 180.0, 900.0, 190.0]}, disturbed={8: [False, True, False, True, False]})
+    assert row.median(8) == 42.0 and row.median_p50(8) == 190.0
+    row.disturbed[8] = [True] * 5  # nothing clean: every round counts
+    assert row.median(8) == 40.0
+    text = ct.table_markdown([row], ct.TableConfig(batches=(8,)), {"versions": {}}, minutes=1.0)
+    assert "5 of 5 measurements ran while other processes" in text and "resnet50 fp32 batch 8 (all rounds used)" in text

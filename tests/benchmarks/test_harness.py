@@ -127,3 +127,14 @@ def test_input_shape_needs_a_size(ort18):
 
     with pytest.raises(UsageError, match="--data"):
         input_shape(Dynamic(), 1)
+
+
+def test_other_processes_load_is_measured():
+    import os
+
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("needs Linux /proc/stat")
+    run = time_step(lambda: None, lambda: None, batch=1, config=BenchConfig(warmup_s=0, duration_s=0.2))
+    assert run.other_load_cores is not None and 0 <= run.other_load_cores <= os.cpu_count()
+    assert run.to_dict()["other_load_cores"] == run.other_load_cores
+    assert run.disturbed == (run.other_load_cores > 0.2)
