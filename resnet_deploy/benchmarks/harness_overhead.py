@@ -26,8 +26,11 @@ import numpy as np
 
 
 def bare_loop(session, name: str, x: np.ndarray, *, warmup_s: float, duration_s: float,
-              min_iterations: int = 10) -> float:
-    """Images per second of ``session.run`` called back to back: no checks, no statistics."""
+              min_iterations: int = 10) -> tuple[float, float | None]:
+    """Images per second of ``session.run`` called back to back (no checks, no statistics), and the
+    cores other processes kept busy meanwhile (as the harness measures it)."""
+    from resnet_deploy.benchmarks.harness import machine_busy_s
+
     feed = {name: x}
     end = time.perf_counter() + warmup_s
     while True:
@@ -35,21 +38,29 @@ def bare_loop(session, name: str, x: np.ndarray, *, warmup_s: float, duration_s:
         if time.perf_counter() >= end:
             break
     n = 0
+    busy0, own0 = machine_busy_s(), time.process_time()
     start = time.perf_counter()
     while True:
         session.run(None, feed)
         n += 1
         now = time.perf_counter()
         if now - start >= duration_s and n >= min_iterations:
-            return n * len(x) / (now - start)
+            break
+    busy1, own1 = machine_busy_s(), time.process_time()
+    other = None if busy0 is None or busy1 is None else max(0.0, (busy1 - busy0) - (own1 - own0)) / (now - start)
+    return n * len(x) / (now - start), other
 
 
 def compare(model: Path, *, batches: list[int], threads: int, rounds: int, duration_s: float,
             warmup_s: float = 1.0, out=sys.stdout) -> dict[int, tuple[float, float, float]]:
-    """Per batch size: median harness img/s, median bare img/s, median of the per-round harness/bare ratios."""
+    """Per batch size: median harness img/s, median bare img/s, median of the per-round harness/bare ratios.
+
+    Rounds in which other processes took CPU (either measurement) are left out of the medians
+    when at least one round was clean.
+    """
     import onnxruntime as ort
 
-    from resnet_deploy.benchmarks.harness import BenchConfig, random_input, time_session
+    from resnet_deploy.benchmarks.harness import DISTURBED_CORES, BenchConfig, random_input, time_session
     from resnet_deploy.runtime.onnxruntime import OnnxRuntimeSession
 
     opts = ort.SessionOptions()  # what OnnxRuntimeSession sets, spelled out
@@ -63,19 +74,26 @@ def compare(model: Path, *, batches: list[int], threads: int, rounds: int, durat
         for batch in batches:
             x = random_input(harness_session, batch)
             config = BenchConfig(warmup_s=warmup_s, duration_s=duration_s, batches=(batch,))
-            h, b = [], []
+            h, b, clean = [], [], []
             for r in range(rounds):
                 # Alternate which goes first, so neither always follows the other's thread-pool spin-down.
                 order = ("harness", "bare") if r % 2 == 0 else ("bare", "harness")
                 for which in order:
                     if which == "harness":
-                        h.append(time_session(harness_session, x, config=config).throughput_ips)
+                        run = time_session(harness_session, x, config=config)
+                        h.append(run.throughput_ips)
+                        h_other = run.other_load_cores
                     else:
-                        b.append(bare_loop(bare, name, x, warmup_s=warmup_s, duration_s=duration_s))
-                print(f"batch {batch} round {r + 1}: harness {h[-1]:.2f} img/s, bare onnxruntime {b[-1]:.2f} img/s",
-                      file=out, flush=True)
-            results[batch] = (statistics.median(h), statistics.median(b),
-                              statistics.median(x / y for x, y in zip(h, b)))
+                        ips, b_other = bare_loop(bare, name, x, warmup_s=warmup_s, duration_s=duration_s)
+                        b.append(ips)
+                busy = [v for v in (h_other, b_other) if v is not None]
+                clean.append(all(v <= DISTURBED_CORES for v in busy))
+                others = "" if not busy else f" (other processes: {h_other:.2f} / {b_other:.2f} cores)"
+                print(f"batch {batch} round {r + 1}: harness {h[-1]:.2f} img/s, bare onnxruntime {b[-1]:.2f} img/s"
+                      f"{others}{'' if clean[-1] else ' disturbed'}", file=out, flush=True)
+            keep = [i for i, ok in enumerate(clean) if ok] or list(range(rounds))
+            results[batch] = (statistics.median(h[i] for i in keep), statistics.median(b[i] for i in keep),
+                              statistics.median(h[i] / b[i] for i in keep))
     return results
 
 
