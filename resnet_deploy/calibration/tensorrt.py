@@ -92,10 +92,10 @@ def _ort_quantization_restored() -> Iterator[None]:
     classes_saved = []
     dicts_saved = []
     for m in modules:
-        for value in vars(m).values():
+        for name, value in vars(m).items():
             if isinstance(value, type) and value.__module__ == m.__name__:
                 classes_saved.append((value, dict(vars(value))))
-            elif isinstance(value, dict):  # QDQRegistry, QLinearOpsRegistry: edited in place
+            elif isinstance(value, dict) and not name.startswith("__"):  # QDQRegistry, QLinearOpsRegistry
                 dicts_saved.append((value, dict(value)))
     try:
         yield

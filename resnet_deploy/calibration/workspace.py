@@ -46,7 +46,7 @@ def tool_scope(workdir: Path, *, debug: bool = False) -> Iterator[ToolOutput]:
                 _loggers_into(out.buffer, prefix="modelopt"):
             # onnxruntime.quantization warns through the root logger ("Please consider pre-processing").
             root.setLevel(logging.ERROR)
-            with _ort_log_severity(3):
+            with onnxruntime_log_severity(3):
                 yield out
     finally:
         tempfile.tempdir = saved_tempdir
@@ -74,7 +74,7 @@ def _loggers_into(stream: io.StringIO, *, prefix: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _ort_log_severity(level: int) -> Iterator[None]:
+def onnxruntime_log_severity(level: int) -> Iterator[None]:
     """onnxruntime's C++ logger writes to fd 2 directly; 3 = errors only. Restored to ORT's default (2)."""
     try:
         import onnxruntime as ort
