@@ -107,9 +107,11 @@ def test_image_folder_calibrates_as_well_as_digits(int8_demo, demo18_onnx, calib
         shutil.copy(path, folder)
     (folder / "README.txt").write_text("calibration images")
     (folder / "0160.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    beside_parent = sorted(p.name for p in demo18_onnx.parent.iterdir())
     with pytest.warns(UserWarning, match="0160.png"):
         result = int8_from_onnx(demo18_onnx, tmp_path / "m.onnx", calib_source=open_source(folder, split="train"),
                                 config=Int8Config(target=target, cache_dir=calib_cache))
+    assert sorted(p.name for p in demo18_onnx.parent.iterdir()) == beside_parent  # nothing written beside the input
     p, ref = result.manifest.parity, int8_demo[target].manifest.parity
     cal = result.manifest.source["calibration"]
     assert cal["skipped"] == 2 and cal["count"] == 160
