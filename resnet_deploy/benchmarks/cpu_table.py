@@ -233,7 +233,10 @@ def table_markdown(rows: list[Row], config: TableConfig, env: dict[str, Any], *,
              f"{env.get('load_avg')}; onnxruntime {versions.get('onnxruntime-gpu') or versions.get('onnxruntime')}, "
              f"torch {versions.get('torch')}."]
     flags = [f for r in rows for v in r.disturbed.values() for f in v]
-    if any(flags):
+    if flags and all(flags):
+        lines.append(f"Every measurement ran while other processes kept more than {DISTURBED_CORES} cores busy: "
+                     "these figures are low; rerun on a quiet machine.")
+    elif any(flags):
         every = [f"{r.arch} {r.precision} batch {b}" for r in rows for b, v in r.disturbed.items() if all(v)]
         lines.append(f"{sum(flags)} of {len(flags)} measurements ran while other processes kept more than "
                      f"{DISTURBED_CORES} cores busy and were left out of the medians"
