@@ -6,7 +6,6 @@ The library raises typed errors; only here do they become one line on stderr and
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 import warnings
