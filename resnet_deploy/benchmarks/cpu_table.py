@@ -53,6 +53,7 @@ class Row:
     throughput: dict[int, list[float]] = field(default_factory=dict)  # batch -> img/s per round
     p50: dict[int, list[float]] = field(default_factory=dict)  # batch -> p50 latency ms per round
     disturbed: dict[int, list[bool]] = field(default_factory=dict)  # batch -> other processes busy, per round
+    other_cores: list[float] = field(default_factory=list)  # CPU other processes took, each measurement
 
     def clean(self, batch: int, values: dict[int, list[float]]) -> list[float]:
         """The rounds no other process disturbed; all rounds when every one was disturbed."""
@@ -177,6 +178,8 @@ def cpu_table(out_dir: str | Path, *, config: TableConfig = TableConfig(),
                 row.throughput.setdefault(batch, []).append(run.throughput_ips)
                 row.p50.setdefault(batch, []).append(float(run.to_dict()["latency_ms"]["p50"]))
                 row.disturbed.setdefault(batch, []).append(run.disturbed)
+                if run.other_load_cores is not None:
+                    row.other_cores.append(run.other_load_cores)
                 busy = "" if run.other_load_cores is None else f" (other processes: {run.other_load_cores:.2f} cores)"
                 log(f"round {r + 1}/{config.rounds} batch {batch} {row.arch} {row.runtime} {row.precision}: "
                     f"{run.throughput_ips:.1f} img/s{busy}")
@@ -201,6 +204,7 @@ def _row_dict(row: Row) -> dict[str, Any]:
             "throughput_ips": {str(b): v for b, v in row.throughput.items()},
             "latency_p50_ms": {str(b): v for b, v in row.p50.items()},
             "disturbed": {str(b): v for b, v in row.disturbed.items()},
+            "other_load_cores": row.other_cores,
             "median_throughput_ips": {str(b): row.median(b) for b in row.throughput}}
 
 
@@ -232,6 +236,9 @@ def table_markdown(rows: list[Row], config: TableConfig, env: dict[str, Any], *,
              f"({minutes:.1f} min in all); load average before {env.get('load_avg_before')}, after "
              f"{env.get('load_avg')}; onnxruntime {versions.get('onnxruntime-gpu') or versions.get('onnxruntime')}, "
              f"torch {versions.get('torch')}."]
+    if other := [c for r in rows for c in r.other_cores]:
+        lines.append(f"Other processes took at most {max(other):.2f} cores (median {statistics.median(other):.2f}) "
+                     f"during the {len(other)} measurements (from /proc/stat).")
     flags = [f for r in rows for v in r.disturbed.values() for f in v]
     if flags and all(flags):
         lines.append(f"Every measurement ran while other processes kept more than {DISTURBED_CORES} cores busy: "
