@@ -118,7 +118,24 @@ def device_properties(device: int | None = None) -> DeviceInfo:
 # ------------------------------------------------------------------------------------ memory
 
 
-class DeviceBuffer:
+class _Resource:
+    """A CUDA object its owner frees with ``free()`` (idempotent); a context manager, freed on GC as a fallback."""
+
+    def free(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.free()
+
+    def __del__(self) -> None:  # fallback only; owners call free()
+        with contextlib.suppress(Exception):
+            self.free()
+
+
+class DeviceBuffer(_Resource):
     """``nbytes`` bytes of device memory (cudaMalloc) at address ``ptr``; ``free()`` is idempotent."""
 
     def __init__(self, nbytes: int) -> None:
@@ -132,18 +149,8 @@ class DeviceBuffer:
         if ptr:
             cuda_call(cudart().cudaFree(ptr), "cudaFree")
 
-    def __enter__(self) -> DeviceBuffer:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.free()
-
-    def __del__(self) -> None:  # fallback only; owners call free()
-        with contextlib.suppress(Exception):
-            self.free()
-
-
-class HostBuffer:
+class HostBuffer(_Resource):
     """Page-locked host memory (cudaMallocHost) seen as a numpy array ``array`` of ``shape`` and ``dtype``.
 
     Pinned memory makes cudaMemcpyAsync truly asynchronous. ``array`` is invalid after ``free()``.
@@ -169,16 +176,6 @@ class HostBuffer:
         if ptr:
             cuda_call(cudart().cudaFreeHost(ptr), "cudaFreeHost")
 
-    def __enter__(self) -> HostBuffer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.free()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.free()
-
 
 # ------------------------------------------------------------------------------------ streams, copies, events
 
@@ -197,7 +194,7 @@ def stream_handle(stream: Any) -> int:
         return int(stream)
 
 
-class Stream:
+class Stream(_Resource):
     """A non-default CUDA stream: TensorRT syncs the whole device on the default one (execute_async_v3 docs)."""
 
     def __init__(self) -> None:
@@ -212,16 +209,6 @@ class Stream:
         raw, self.raw = self.raw, None
         if raw is not None:
             cuda_call(cudart().cudaStreamDestroy(raw), "cudaStreamDestroy")
-
-    def __enter__(self) -> Stream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.free()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.free()
 
 
 def _copy_size(array: np.ndarray, nbytes: int | None) -> int:
@@ -249,7 +236,7 @@ def memcpy_dtoh_async(dst: np.ndarray, src_ptr: int, stream: Stream, *, nbytes: 
     cuda_call(rt.cudaMemcpyAsync(dst.ctypes.data, src_ptr, size, kind, stream.raw), "cudaMemcpyAsync device to host")
 
 
-class Event:
+class Event(_Resource):
     """A CUDA event for timing work on a stream (``elapsed_ms``)."""
 
     def __init__(self) -> None:
@@ -267,10 +254,6 @@ class Event:
         if raw is not None:
             cuda_call(cudart().cudaEventDestroy(raw), "cudaEventDestroy")
 
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.free()
-
 
 def elapsed_ms(start: Event, end: Event) -> float:
     """GPU time between two recorded events, in milliseconds (resolution about 0.5 us)."""
@@ -281,7 +264,7 @@ def elapsed_ms(start: Event, end: Event) -> float:
 # ------------------------------------------------------------------------------------ CUDA graphs
 
 
-class CudaGraph:
+class CudaGraph(_Resource):
     """An instantiated CUDA graph (cudaGraphExec_t), replayed with ``launch``."""
 
     def __init__(self, exec_: Any) -> None:
@@ -294,10 +277,6 @@ class CudaGraph:
         raw, self.raw = self.raw, None
         if raw is not None:
             cuda_call(cudart().cudaGraphExecDestroy(raw), "cudaGraphExecDestroy")
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.free()
 
 
 def capture_graph(stream: Stream, enqueue: Callable[[], bool]) -> CudaGraph | None:
