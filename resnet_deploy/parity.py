@@ -77,6 +77,12 @@ class Parity:
             raise GateError(f"{what} failed its accuracy gate on {self.data}: {'; '.join(problems)}")
 
 
+def topk_hits(logits: np.ndarray, labels: np.ndarray) -> tuple[int, int]:
+    """How many rows of ``logits`` rank their label first, and within the top five."""
+    top = np.argsort(-logits, axis=1, kind="stable")[:, : min(5, logits.shape[1])]
+    return int((top[:, 0] == labels).sum()), int((top == labels[:, None]).any(axis=1).sum())
+
+
 class ParityAccumulator:
     """Streams (reference, candidate, labels) batches into a ``Parity``; O(1) memory in the set size."""
 
@@ -104,12 +110,10 @@ class ParityAccumulator:
             self.cos_min = min(self.cos_min, float(cos.min()))
         if labels is not None and (labels >= 0).all():
             self.labelled += len(labels)
-            k = min(5, ref.shape[1])
-            for name, logits in (("ref", ref), ("", out)):
-                suffix = "_ref" if name else ""
-                top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
-                self.hits["top1" + suffix] += int((top[:, 0] == labels).sum())
-                self.hits["top5" + suffix] += int((top == labels[:, None]).any(axis=1).sum())
+            for suffix, logits in (("_ref", ref), ("", out)):
+                hit1, hit5 = topk_hits(logits, labels)
+                self.hits["top1" + suffix] += hit1
+                self.hits["top5" + suffix] += hit5
 
     def result(self) -> Parity:
         acc = {k: (v / self.labelled if self.labelled else None) for k, v in self.hits.items()}

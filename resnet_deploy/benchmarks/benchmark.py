@@ -12,13 +12,12 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ContextManager
 
-import numpy as np
 
 from resnet_deploy.benchmarks.environment import environment
 from resnet_deploy.benchmarks.harness import BenchConfig, Run, data_input, random_input, time_session
 from resnet_deploy.benchmarks.report import Report
 from resnet_deploy.errors import GateError, UsageError
-from resnet_deploy.parity import Gate, measure_parity
+from resnet_deploy.parity import Gate, measure_parity, topk_hits
 
 if TYPE_CHECKING:
     from resnet_deploy.benchmarks.specs import Opened
@@ -64,10 +63,10 @@ def measure_accuracy(session: Session, source: DataSource, pp: Preprocess, *, ba
         logits = session.run(batch.as_input(session.input_dtype, pp))
         n += len(logits)
         if batch.labels is not None and (batch.labels >= 0).all():
-            top = np.argsort(-logits, axis=1, kind="stable")[:, : min(5, logits.shape[1])]
+            one, five = topk_hits(logits, batch.labels)
             labelled += len(logits)
-            hit1 += int((top[:, 0] == batch.labels).sum())
-            hit5 += int((top == batch.labels[:, None]).any(axis=1).sum())
+            hit1 += one
+            hit5 += five
     if n == 0:
         raise UsageError(f"{source.description}: no decodable samples")
     return {"data": source.description, "count": n, "top1": hit1 / labelled if labelled else None,
