@@ -35,7 +35,7 @@ from resnet_deploy.errors import GateError, UsageError
 @dataclass(frozen=True)
 class TableConfig:
     threads: int = 2
-    rounds: int = 5  # DESIGN.md's reference figures are medians of 5
+    rounds: int = 5  # docs/measurements.md's figures are medians of 5
     duration_s: float = 3.0  # per model, batch and round
     warmup_s: float = 1.0
     min_iterations: int = 5  # slow rows (INT8 TensorRT placement on a CPU) would otherwise take 10 x 0.6 s

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from resnet_deploy.models import ResNet
 
 NUM_CLASSES = 10
+#: the data the demo is trained, calibrated and evaluated on (``data.open_source`` picks the split)
+DATA = "digits"
 LABELS = [str(i) for i in range(NUM_CLASSES)]
 # Digits are 8x8; a 4x bilinear upscale gives the ResNet stem (stride 32 overall) a 1x1 final map.
 PREPROCESS = Preprocess(resize=32, crop=32)

@@ -1,7 +1,7 @@
 """No code under resnet_deploy/ uses TensorRT API that TensorRT 11 removed (or that 10.3 lacks).
 
 TensorRT 11 removed weak typing: the precision builder flags, INT8 calibrators and the
-``platform_has_fast_*`` queries (shared/TENSORRT.md); precision lives in the ONNX instead. The
+``platform_has_fast_*`` queries (docs/user-guide.md, "TensorRT engines"); precision lives in the ONNX instead. The
 scan reads the syntax tree, so comments and docstrings that name these APIs are fine: only
 attribute access, names, imports and ``getattr(..., "NAME")`` count.
 """

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import click
 
+from resnet_deploy.archs import ARCH_NAMES
 from resnet_deploy.cli.common import CONTEXT_SETTINGS, Group, batch_list, debug_option, group_setup, progress, table
-
-ARCHS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 
 
 @click.group(cls=Group, context_settings=CONTEXT_SETTINGS)
@@ -55,7 +54,7 @@ def timing_options(f: Callable) -> Callable:
         click.option("--min-agreement", type=click.FloatRange(0, 100), default=None, metavar="PERCENT",
                      help="Gate: exit 1 if fewer than this percent of top-1 answers agree with the reference."),
         click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     metavar="OUT", help="Write the report as JSON (DESIGN.md schema)."),
+                     metavar="OUT", help="Write the report as JSON (schema: docs/measurements.md)."),
         click.option("--plot", "plot_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      metavar="OUT.png", help="Plot throughput against batch and the latency distribution."),
         debug_option,
@@ -67,7 +66,7 @@ def timing_options(f: Callable) -> Callable:
 def reference_pair_options(f: Callable) -> Callable:
     f = click.option("--weights", "ref_weights", default=None, metavar="PATH|torchvision|demo",
                      help="With --arch: the reference's weights.")(f)
-    f = click.option("--arch", "ref_arch", type=click.Choice(ARCHS), default=None,
+    f = click.option("--arch", "ref_arch", type=click.Choice(ARCH_NAMES), default=None,
                      help="The PyTorch reference's arch (with --weights), instead of --reference.")(f)
     return f
 
@@ -237,7 +236,7 @@ def onnx_cmd(model, provider, ref_arch, ref_weights, batches, warmup, duration, 
 
 
 @cli.command("torch")
-@click.option("--arch", type=click.Choice(ARCHS), default="resnet50", show_default=True, help="ResNet variant.")
+@click.option("--arch", type=click.Choice(ARCH_NAMES), default="resnet50", show_default=True, help="ResNet variant.")
 @click.option("--weights", default=None, metavar="PATH|torchvision|demo",
               help="A .pth/.safetensors state_dict, torchvision's weights, or the built-in demo. Default: untrained.")
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Head size (default: the checkpoint's).")
@@ -359,7 +358,7 @@ def compare_cmd(specs, provider, device, cuda_graph, baseline, batches, warmup, 
               help="Interleaved rounds; each figure is the median over rounds.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True, metavar="S",
               help="Timed seconds per model, batch and round.")
-@click.option("--arch", "archs", multiple=True, type=click.Choice(ARCHS), default=("resnet18", "resnet50"),
+@click.option("--arch", "archs", multiple=True, type=click.Choice(ARCH_NAMES), default=("resnet18", "resnet50"),
               show_default=True, help="Archs to include (repeat the option).")
 @click.option("--batch", "batches", callback=batch_list, default="1,8", show_default=True, help="Batch sizes.")
 @debug_option

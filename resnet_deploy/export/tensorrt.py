@@ -2,7 +2,7 @@
 
 Precision lives in the ONNX (FP16 through Cast nodes, INT8 through Q/DQ nodes), so the network is
 created STRONGLY_TYPED and no precision flag is set: TensorRT 11 removed them, and 10.12+ rejects
-them on a strongly typed network (shared/TENSORRT.md). Same builder calls on 10.x and 11.x, after
+them on a strongly typed network (docs/user-guide.md, "TensorRT engines"). Same builder calls on 10.x and 11.x, after
 NVIDIA/TensorRT ``samples/python/introductory_parser_samples/onnx_resnet50.py`` and
 ``samples/python/common.py`` (timing cache).
 """
@@ -40,15 +40,15 @@ class EngineConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        for option, value in (("--min-batch", self.min_batch), ("--opt-batch", self.opt_batch),
-                              ("--max-batch", self.max_batch), ("--workspace", self.workspace_mib)):
+        for option, value in (("min_batch", self.min_batch), ("opt_batch", self.opt_batch),
+                              ("max_batch", self.max_batch), ("workspace_mib", self.workspace_mib)):
             if value is not None and value < 1:
-                raise UsageError(f"{option} must be at least 1, got {value}")
+                raise UsageError(f"`{option}` must be at least 1, got {value}")
         if not 0 <= self.optimization_level <= 5:
-            raise UsageError(f"--opt-level must be 0..5, got {self.optimization_level}")
+            raise UsageError(f"`optimization_level` must be 0..5, got {self.optimization_level}")
         given = [b for b in (self.min_batch, self.opt_batch, self.max_batch) if b is not None]
         if given != sorted(given):
-            raise UsageError("batch sizes must satisfy --min-batch <= --opt-batch <= --max-batch, "
+            raise UsageError("batch sizes must satisfy `min_batch` <= `opt_batch` <= `max_batch`, "
                              f"got {self.min_batch}/{self.opt_batch}/{self.max_batch}")
 
 
@@ -67,10 +67,10 @@ def resolve_profile(parent: Manifest, config: EngineConfig) -> BatchRange:
     if not (parent.batch.min <= lo <= hi <= parent.batch.max):
         raise UsageError(
             f"batch range {lo}..{hi} is outside the ONNX model's {parent.batch.min}..{parent.batch.max} "
-            "(re-export the ONNX with a larger --max-batch)"
+            "(re-export the ONNX with a larger `max_batch`)"
         )
     if not lo <= opt <= hi:
-        raise UsageError(f"batch sizes must satisfy --min-batch <= --opt-batch <= --max-batch, got {lo}/{opt}/{hi}")
+        raise UsageError(f"batch sizes must satisfy `min_batch` <= `opt_batch` <= `max_batch`, got {lo}/{opt}/{hi}")
     return BatchRange(min=lo, opt=opt, max=hi)
 
 
@@ -119,7 +119,7 @@ def engine_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLik
         raise UsageError(f"{output}: would overwrite the input ONNX")
     cache_path = Path(config.timing_cache) if config.timing_cache is not None else None
     if cache_path is not None and (cache_path.is_dir() or not cache_path.parent.is_dir()):
-        raise UsageError(f"--timing-cache {cache_path}: needs a file path in an existing folder")
+        raise UsageError(f"`timing_cache` {cache_path}: needs a file path in an existing folder")
     parent = parent_manifest(onnx_path)
     profile = resolve_profile(parent, config)
     sample = tuple(parent.input.shape[1:])
@@ -130,7 +130,7 @@ def engine_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLik
     trt = import_tensorrt()
     device = cuda.device_properties()
     if config.hardware_compatibility and (device.integrated or device.capability < (8, 0)):
-        raise UsageError(f"--hardware-compat needs a discrete GPU of compute capability 8.0+ (Ampere), "
+        raise UsageError(f"`hardware_compatibility` needs a discrete GPU of compute capability 8.0+ (Ampere), "
                          f"this is {device.name} ({device.sm})")
 
     logger = trt_logger(trt)

@@ -1,7 +1,7 @@
 """TensorRT session (v3 API, TensorRT 10.3+ and 11.x) and safe engine loading.
 
-An engine is executable code and TensorRT has no validity check before loading (shared/
-TENSORRT.md, RELIABILITY.md #6), so ``load_engine`` first checks, without TensorRT: the file looks
+An engine is executable code and TensorRT has no validity check before loading (docs/
+reliability.md, promise 6), so ``load_engine`` first checks, without TensorRT: the file looks
 like an engine (not empty, not ONNX, ZIP, pickle or text), its sidecar manifest has a build record,
 and the file's sha256 matches the manifest. Then, with TensorRT, the manifest's TensorRT version
 and compute capability against this host, and only then deserializes.

@@ -93,7 +93,7 @@ def test_existing_output_refused_before_any_work(onnx_model, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # refused before TensorRT is even looked for
     out = onnx_model.parent / "model.plan"
     out.write_bytes(b"old engine")
-    with pytest.raises(UsageError, match="already exists.*--overwrite"):
+    with pytest.raises(UsageError, match="already exists.*`overwrite=True`"):
         engine_from_onnx(onnx_model, out)
     assert out.read_bytes() == b"old engine"
 
@@ -294,7 +294,7 @@ def test_portability_options(onnx_model, fake_trt):
 def test_hardware_compat_refused_on_jetson(onnx_model, fake_trt, monkeypatch):
     orin = cuda.DeviceInfo(0, "Orin", "8.7", 32 << 30, integrated=True)
     monkeypatch.setattr(cuda, "device_properties", lambda device=None: orin)
-    with pytest.raises(UsageError, match=r"--hardware-compat needs a discrete GPU.*Orin \(sm_87\)"):
+    with pytest.raises(UsageError, match=r"`hardware_compatibility` needs a discrete GPU.*Orin \(sm_87\)"):
         engine_from_onnx(onnx_model, onnx_model.parent / "model.plan",
                          config=EngineConfig(hardware_compatibility=True))
 
