@@ -75,9 +75,16 @@ class _Scan:
     attrs: set[str] = field(default_factory=set)  # dotted targets: self._context
     params: dict[str, set[str]] = field(default_factory=dict)  # function -> parameters given TensorRT objects
     imported: set[str] = field(default_factory=set)  # names imported from tensorrt
+    modules: set[str] = field(default_factory=set)  # import tensorrt [as name]
+    returns_trt: set[str] = field(default_factory=set)  # functions annotated to return a TensorRT type
+
+    def trt_annotation(self, node: ast.AST | None) -> bool:
+        """An annotation naming a TensorRT type: ``trt_types.ICudaEngine``, ``trt_types.ICudaEngine | None``."""
+        return node is not None and any(isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+                                        and n.value.id in self.modules for n in ast.walk(node))
 
     def is_module(self, node: ast.AST) -> bool:
-        return (isinstance(node, ast.Name) and node.id == "trt") or (
+        return (isinstance(node, ast.Name) and (node.id == "trt" or node.id in self.modules)) or (
             isinstance(node, ast.Attribute) and node.attr == "trt")
 
     def is_trt(self, node: ast.AST, names: set[str]) -> bool:
@@ -88,6 +95,8 @@ class _Scan:
         if isinstance(node, ast.Attribute):
             return node.attr in self.fields or _dotted(node) in self.attrs or self.is_trt(node.value, names)
         if isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Name) and node.func.id in self.returns_trt:
+                return True
             return self.is_trt(node.func, names)
         if isinstance(node, ast.Subscript):
             return self.is_trt(node.value, names)
@@ -143,7 +152,8 @@ class _Scan:
 
     def propagate(self, scope: ast.AST, names: set[str], functions: dict[str, ast.AST]) -> bool:
         """One pass of taint over ``scope``; True if anything new was learned."""
-        before = (len(names), len(self.fields), len(self.attrs), sum(map(len, self.params.values())))
+        before = (len(names), len(self.fields), len(self.attrs), sum(map(len, self.params.values())),
+                  len(self.returns_trt), len(self.modules))
         for node in ast.walk(scope):
             if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None and self.is_trt(node.value, names):
                 for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
@@ -151,7 +161,7 @@ class _Scan:
             elif isinstance(node, ast.NamedExpr) and self.is_trt(node.value, names):
                 self.bind(node.target, names)
             elif isinstance(node, ast.Import):
-                names.update(a.asname or a.name for a in node.names if a.name == "tensorrt")
+                self.modules.update(a.asname or a.name for a in node.names if a.name == "tensorrt")
             elif isinstance(node, ast.Call):
                 if isinstance(node.func, ast.Name) and node.func.id in ("import_tensorrt", "require"):
                     continue
@@ -164,6 +174,14 @@ class _Scan:
                     given = self.params.setdefault(callee.name, set())
                     given.update(p for p, a in zip(params, node.args) if self.is_trt(a, names))
                     given.update(kw.arg for kw in node.keywords if kw.arg in params and self.is_trt(kw.value, names))
+        for node in ast.walk(scope):  # annotations: def f(config: trt_types.IBuilderConfig) -> trt_types.ITimingCache
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                if self.trt_annotation(node.returns):
+                    self.returns_trt.add(node.name)
+                given = self.params.setdefault(node.name, set())
+                given.update(a.arg for a in node.args.args if self.trt_annotation(a.annotation))
+            elif isinstance(node, ast.AnnAssign) and self.trt_annotation(node.annotation):
+                self.bind(node.target, names)
         for node in ast.walk(scope):  # import_tensorrt() / require("tensorrt") results
             if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name):
                 if node.value.func.id == "import_tensorrt" or (
@@ -171,7 +189,8 @@ class _Scan:
                         and isinstance(node.value.args[0], ast.Constant) and node.value.args[0].value == "tensorrt"):
                     for target in node.targets:
                         self.bind(target, names)
-        after = (len(names), len(self.fields), len(self.attrs), sum(map(len, self.params.values())))
+        after = (len(names), len(self.fields), len(self.attrs), sum(map(len, self.params.values())),
+                 len(self.returns_trt), len(self.modules))
         return after != before
 
     def run(self, tree: ast.Module) -> list[str]:
@@ -259,6 +278,8 @@ def test_window_facts_from_nvidia_sources(window):
 @pytest.mark.parametrize("code", [
     # removed in TensorRT 11 (weak typing and what went with it)
     "import tensorrt as trt\nconfig.set_flag(trt.BuilderFlag.FP16)",
+    "import tensorrt as t\nconfig.set_flag(t.BuilderFlag.FP16)",
+    "import tensorrt as t\nx = t.IInt8Calibrator",
     "config.set_flag(trt.BuilderFlag.INT8)",
     "from tensorrt import BuilderFlag\nconfig.set_flag(BuilderFlag.BF16)",
     "config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)",
@@ -294,6 +315,9 @@ def test_window_facts_from_nvidia_sources(window):
     # a dataclass field that holds a TensorRT engine
     "def load(trt):\n    engine = trt.Runtime(lg).deserialize_cuda_engine(b)\n    return Loaded(engine=engine)\n\n"
     "def use(loaded):\n    return loaded.engine.device_memory_size",
+    # objects typed with the stubs' classes
+    "import tensorrt as trt_types\ndef f(e: trt_types.ICudaEngine):\n    return e.device_memory_size",
+    "import tensorrt as trt_types\ndef g() -> trt_types.ICudaEngine: ...\ndef f():\n    return g().device_memory_size",
 ])
 def test_outside_the_window_is_caught(code, window):
     assert outside_window(code, window), code
@@ -310,6 +334,7 @@ def test_outside_the_window_is_caught(code, window):
     "def f(trt):\n    plan = trt.Builder(lg).build_serialized_network(network, config)",
     "def f(trt):\n    e = trt.Runtime(lg).deserialize_cuda_engine(b)\n    n = e.device_memory_size_v2",
     "flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)",
+    "import tensorrt as trt_types\ndef f(c: trt_types.IBuilderConfig) -> trt_types.ITimingCache: ...",
 ])
 def test_inside_the_window_passes(code, window):
     assert outside_window(code, window) == []

@@ -154,6 +154,29 @@ def test_graph_capture_exception_ends_capture(fake_cudart):
     assert not fake_cudart.capturing and not fake_cudart.graphs
 
 
+class _DlopenFails:
+    """cuda-python 12.6-12.8 on a machine without a driver: every call raises RuntimeError."""
+
+    def __getattr__(self, name):
+        def call(*args):
+            raise RuntimeError("Failed to dlopen libcuda.so.1")
+
+        return call
+
+
+def test_bindings_that_raise_without_a_driver_give_our_one_line_error(monkeypatch):
+    # Defect 2: cuda-python 12.6-12.8 raise RuntimeError where 12.9+ return an error code; the raw
+    # RuntimeError escaped "never raises" device_count() and every wrapper call.
+    monkeypatch.setattr(cuda, "_cudart", _DlopenFails())
+    assert cuda.device_count() == 0
+    with pytest.raises(DeployError, match=r"^cudaMalloc failed: RuntimeError: Failed to dlopen libcuda.so.1 "
+                                          r"\(no usable NVIDIA driver on this machine\)$"):
+        cuda.DeviceBuffer(64)
+    with pytest.raises(DeployError, match="cudaGetDevice failed: RuntimeError"):
+        cuda.device_properties()
+    assert not _real_cuda()  # the module-level skip condition of the GPU tests does not error
+
+
 # ------------------------------------------------------------------------------------ GPU: real cuda-python
 
 cuda_only = pytest.mark.skipif(not _real_cuda(), reason="needs cuda-python and a CUDA device")
