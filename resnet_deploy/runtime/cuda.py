@@ -55,7 +55,9 @@ class _GuardedRuntime:
             try:
                 return value(*args)
             except (RuntimeError, TypeError, ValueError, OSError) as exc:
-                hint = " (no usable NVIDIA driver on this machine)" if "libcuda" in str(exc) else ""
+                # cuda-python 12.6-12.8 raise RuntimeError when the driver cannot be loaded: "Failed to
+                # dlopen libcuda.so.1" on the first call, 'Function "cuInit" not found' on later ones.
+                hint = " (no usable NVIDIA driver on this machine)" if isinstance(exc, RuntimeError) else ""
                 raise DeployError(f"{name} failed: {type(exc).__name__}: {exc}{hint}") from exc
 
         return call
