@@ -134,8 +134,9 @@ def device_count() -> int:
 
     MissingDependencyError still propagates: no cuda-python is not "no GPU".
     """
+    rt = cudart()  # MissingDependencyError propagates
     try:
-        err, *values = cudart().cudaGetDeviceCount()
+        err, *values = rt.cudaGetDeviceCount()
     except DeployError:  # cuda-python 12.6-12.8 without a driver
         return 0
     return int(values[0] or 0) if int(getattr(err, "value", err)) == 0 else 0

@@ -28,6 +28,8 @@ def test_missing_cuda_python_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "cuda.bindings", None)
     with pytest.raises(MissingDependencyError, match=r"pip install cuda-python.*Jetson"):
         cuda.cudart()
+    with pytest.raises(MissingDependencyError):  # no cuda-python is not "no GPU"
+        cuda.device_count()
 
 
 def test_cuda_call_returns_values_and_names_errors(fake_cudart):
