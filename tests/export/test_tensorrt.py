@@ -59,10 +59,10 @@ def _listing(folder) -> list[str]:
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"optimization_level": 6}, "--opt-level must be 0..5"),
-    ({"workspace_mib": 0}, "--workspace must be at least 1"),
-    ({"min_batch": 8, "max_batch": 4}, "--min-batch <= --opt-batch <= --max-batch"),
-    ({"opt_batch": 16, "max_batch": 8}, "--min-batch <= --opt-batch <= --max-batch"),
+    ({"optimization_level": 6}, "`optimization_level` must be 0..5"),
+    ({"workspace_mib": 0}, "`workspace_mib` must be at least 1"),
+    ({"min_batch": 8, "max_batch": 4}, "`min_batch` <= `opt_batch` <= `max_batch`"),
+    ({"opt_batch": 16, "max_batch": 8}, "`min_batch` <= `opt_batch` <= `max_batch`"),
 ])
 def test_config_validated(kwargs, match):
     with pytest.raises(UsageError, match=match):
