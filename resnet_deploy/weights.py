@@ -79,7 +79,7 @@ class Weights:
         return self.label
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, (str, os.PathLike)) or other is None:
+        if isinstance(other, (str, os.PathLike)):
             other = Weights.parse(other)
         return isinstance(other, Weights) and (self.kind, self.name) == (other.kind, other.name)
 
