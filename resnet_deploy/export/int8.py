@@ -31,7 +31,24 @@ if TYPE_CHECKING:
 
 VERSIONED = ("onnx", "onnxruntime-gpu", "onnxruntime", "nvidia-modelopt", "torch")
 _QUANTIZER = {"tensorrt": "ModelOpt ONNX PTQ (TensorRT Q/DQ placement)", "cpu": "onnxruntime quantize_static (QDQ)"}
-_ACTIVATIONS = {"tensorrt": "int8 symmetric per tensor", "cpu": "uint8 asymmetric per tensor"}
+
+
+def _activations(config: Int8Config) -> str:
+    if config.target != "cpu":
+        return "int8 symmetric per tensor"
+    from resnet_deploy.calibration.cpu import VARIANTS
+
+    return f"{VARIANTS[config.cpu_variant].activations} asymmetric per tensor"
+
+
+def _weights(config: Int8Config) -> str:
+    if config.target != "cpu":
+        return "int8 symmetric per output channel"
+    from resnet_deploy.calibration.cpu import VARIANTS
+
+    v = VARIANTS[config.cpu_variant]
+    return (f"int8 symmetric per {'output channel' if v.per_channel else 'tensor'}"
+            f"{', 7 bits (-64..64)' if v.reduce_range else ''}")
 
 
 def int8_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLike[str], *, calib_source: DataSource,
@@ -80,8 +97,8 @@ def _manifest(parent: Manifest, model, *, parent_sha: str, calibration: dict, re
     details = {
         "target": config.target,
         "quantizer": _QUANTIZER[config.target],
-        "activations": _ACTIVATIONS[config.target],
-        "weights": "int8 symmetric per output channel",
+        "activations": _activations(config),
+        "weights": _weights(config),
         "high_precision": config.high_precision,
         "opset": opset,
         "kept_high_precision": result.kept,
@@ -90,6 +107,11 @@ def _manifest(parent: Manifest, model, *, parent_sha: str, calibration: dict, re
                  "max_rel_diff": config.gate.max_rel_diff},
         "attempts": [a.to_dict() for a in result.attempts],
     }
+    if config.target == "cpu":
+        from resnet_deploy.calibration.cpu import VARIANTS
+
+        # What the gate assumed: the variant, the CPU families it is exact on, the host it held on.
+        details["cpu"] = VARIANTS[config.cpu_variant].record()
     if result.sensitivity is not None:
         # The ranking the fallback used (most sensitive first), as far as it went and a little further.
         details["sensitivity"] = [s.to_dict() for s in result.sensitivity[:max(8, 2 * len(result.kept))]]
