@@ -65,6 +65,7 @@ class PipelineResult:
     stages: list[Stage]
     summary: list[dict[str, Any]]
     reports: list[Any] = field(repr=False, default_factory=list)
+    notes: list[str] = field(default_factory=list)  # INT8 that is not faster here, and why (report.int8_speed_notes)
 
 
 def artifact_names(arch: str) -> dict[str, str]:
@@ -173,7 +174,12 @@ def run_pipeline(out_dir: str | os.PathLike[str], *, config: PipelineConfig = Pi
     stages.append(Stage("parity and benchmark", "ok", None, time.perf_counter() - t0,
                         f"{len(reports)} models, batches {', '.join(map(str, config.batches))}"))
     summary = summarize(reports, out, config)
-    result = PipelineResult(out, stages, summary, reports)
+    from resnet_deploy.benchmarks.report import int8_speed_notes
+
+    notes = int8_speed_notes(reports)
+    for note in notes:
+        log(f"    note: {note}")
+    result = PipelineResult(out, stages, summary, reports, notes)
     write_reports(result, config)
     return result
 
@@ -286,6 +292,7 @@ def write_reports(result: PipelineResult, config: PipelineConfig) -> None:
         "config": {**asdict(config), "weights": config.weights.label, "batches": list(config.batches)},
         "stages": [asdict(s) for s in result.stages],
         "summary": result.summary,
+        "notes": result.notes,
         "benchmarks": [r.to_dict() for r in result.reports],
         "environment": env,
     })
@@ -301,6 +308,8 @@ def write_reports(result: PipelineResult, config: PipelineConfig) -> None:
         "",
         markdown(SUMMARY_HEADERS, summary_rows(result.summary)),
         "",
+        *[f"Note: {note}" for note in result.notes],
+        *([""] if result.notes else []),
         "## Stages",
         "",
         markdown(["stage", "status", "artifact", "seconds", "note"],

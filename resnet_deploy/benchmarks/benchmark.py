@@ -131,7 +131,7 @@ def benchmark(opened: Opened, *, config: BenchConfig = BenchConfig(), source: Da
     runs = time_batches(opened, config=config, source=source, progress=progress)
     return Report(backend=opened.session.backend, device=opened.device, model=opened.label, precision=opened.precision,
                   runs=runs, environment=environment(threads=threads), accuracy=accuracy, parity=parity,
-                  timing=timing_info(opened, config, source, cuda_graph=cuda_graph))
+                  timing=timing_info(opened, config, source, cuda_graph=cuda_graph), int8_target=int8_target(opened))
 
 
 def compare(models: list[Opened], *, references: list[Opened | None], config: BenchConfig = BenchConfig(),
@@ -162,5 +162,11 @@ def compare(models: list[Opened], *, references: list[Opened | None], config: Be
             runs[i] += time_batches(opened, config=one, source=source, progress=progress)
     return [Report(backend=opened.session.backend, device=opened.device, model=opened.label, precision=opened.precision,
                    runs=model_runs, environment=env, accuracy=accuracy, parity=parity,
-                   timing=timing_info(opened, config, source, cuda_graph=cuda_graph))
+                   timing=timing_info(opened, config, source, cuda_graph=cuda_graph), int8_target=int8_target(opened))
             for opened, model_runs, (accuracy, parity) in zip(models, runs, measured)]
+
+
+def int8_target(opened: Opened) -> str | None:
+    """The quantizer target ("cpu" | "tensorrt") an INT8 artifact's manifest records; None otherwise."""
+    m = opened.manifest
+    return (m.details or {}).get("target") if m is not None and m.precision == "int8" else None

@@ -1,4 +1,4 @@
-"""What a benchmark ran on: CPU model, threads, package versions, load, and on Jetson the power mode and clocks.
+"""What a benchmark ran on: CPU model and INT8 kernel family, threads, package versions, load, Jetson power mode and clocks.
 
 Everything is read from files (``/proc``, ``/sys``, ``/etc``) or ``nvpmodel -q``; anything
 unreadable is omitted rather than guessed. ``root`` lets tests point the readers at a fake tree.
@@ -13,7 +13,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from resnet_deploy.cpuinfo import cpu_model, host_cpu
 from resnet_deploy.manifest import package_versions
+
+__all__ = ["VERSIONED", "cpu_model", "default_threads", "environment", "is_jetson", "jetson_clocks",
+           "jetson_power_mode"]
 
 VERSIONED = ("numpy", "onnxruntime-gpu", "onnxruntime", "torch", "tensorrt", "cuda-python", "nvidia-modelopt")
 
@@ -24,18 +28,6 @@ def default_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on macOS / Windows
         return os.cpu_count() or 1
-
-
-def cpu_model(root: Path = Path("/")) -> str | None:
-    """The CPU's marketing name from /proc/cpuinfo ("model name", or "Hardware"/"Model" on ARM boards)."""
-    try:
-        text = (root / "proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    for key in ("model name", "Hardware", "Model", "CPU part"):
-        if m := re.search(rf"^{key}\s*:\s*(.+)$", text, flags=re.MULTILINE):
-            return m.group(1).strip()
-    return None
 
 
 def is_jetson(root: Path = Path("/")) -> bool:
@@ -94,7 +86,10 @@ def _read_int(path: Path) -> int | None:
 
 def environment(*, threads: int | None, root: Path = Path("/")) -> dict[str, Any]:
     """The report's ``environment``: cpu, threads, versions, load average; on Jetson power mode and clocks."""
+    cpu = host_cpu(root)
     env: dict[str, Any] = {"cpu": cpu_model(root), "threads": threads, "versions": package_versions(*VERSIONED)}
+    if cpu.known:  # which INT8 kernels onnxruntime picks here (resnet_deploy.cpuinfo)
+        env["cpu_int8"] = {"family": cpu.family, "flags": list(cpu.flags)}
     try:
         env["load_avg"] = [round(v, 2) for v in os.getloadavg()]  # 1, 5, 15 min: was the machine busy?
     except OSError:

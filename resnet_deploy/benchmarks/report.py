@@ -39,6 +39,7 @@ class Report:
     accuracy: dict[str, Any] | None = None
     parity: dict[str, Any] | None = None
     timing: dict[str, Any] = field(default_factory=dict)  # warmup, duration, inputs, CUDA graph
+    int8_target: str | None = None  # an INT8 artifact's quantizer target ("cpu" | "tensorrt"), from its manifest
 
     def to_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "device": self.device, "model": self.model, "precision": self.precision,
@@ -130,6 +131,54 @@ def compare_rows(reports: list[Report], *, baseline: Report | None = None) -> tu
                 par.get("top1_drop"), par.get("max_abs_diff")]
         rows.append(row)
     return headers, rows
+
+
+#: INT8 must beat the fastest float model by this factor to count as faster (run-to-run noise is a few percent)
+INT8_FASTER = 1.10
+
+
+def int8_speed_notes(reports: list[Report], *, host=None) -> list[str]:
+    """One plain line per onnxruntime-CPU INT8 model that is not faster than the fastest FP32/FP16 one, and why.
+
+    The one place that decides it: ``compare`` and the pipeline print what this returns. Compared
+    at the largest batch both ran; ``host`` (a ``cpuinfo.HostCpu``, default this one) says why.
+    """
+    from resnet_deploy.cpuinfo import host_cpu
+
+    cpu = [r for r in reports if r.backend == "onnxruntime" and r.device == "cpu" and r.runs]
+    floats = [r for r in cpu if r.precision in ("fp32", "fp16")]
+    notes = []
+    for rep in (r for r in cpu if r.precision == "int8"):
+        shared = [(f, b) for f in floats for b in sorted({x.batch for x in f.runs} & {x.batch for x in rep.runs})]
+        if not shared:
+            continue
+        top = max(b for _, b in shared)
+        best = max((f for f, b in shared if b == top), key=lambda f: f.run_at(top).throughput_ips)
+        ratio = rep.run_at(top).throughput_ips / best.run_at(top).throughput_ips
+        if ratio >= INT8_FASTER:
+            continue
+        verdict = "slower than" if ratio < 1.0 else "no faster than"
+        notes.append(f"INT8 {rep.model} is {verdict} {best.precision.upper()} {best.model} here ({ratio:.2f}x at "
+                     f"batch {top}): {_int8_why(rep.int8_target, host or host_cpu())}")
+    return notes
+
+
+def _int8_why(target: str | None, host) -> str:
+    if target == "tensorrt":
+        return ("this graph is laid out for TensorRT (symmetric int8 activations); onnxruntime's CPU int8 kernels "
+                "want uint8 activations, so build the CPU one (--target cpu)")
+    family = host.family
+    if family == "x86-64-avx2":
+        return ("this CPU has no VNNI, so each pair of uint8 x int8 products costs vpmaddubsw + vpmaddwd + vpaddd "
+                "instead of one vpdpbusd, against FP32's FMA kernels")
+    if family == "x86-64-sse":
+        return "this CPU has no AVX2: onnxruntime's int8 kernels widen every product to 16 bits (SSE)"
+    if family == "aarch64-neon":
+        return "this CPU has no dot-product instructions (sdot/udot): int8 products go through widening multiplies"
+    if family is None:
+        return "this CPU's INT8 features could not be read"
+    return (f"this CPU has fast INT8 ({family}), so the model itself leaves little to gain: at this size and batch "
+            "the Q/DQ and float parts dominate")
 
 
 def _pct(v: float | None) -> float | None:

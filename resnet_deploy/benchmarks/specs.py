@@ -53,6 +53,7 @@ class OpenOptions:
     image_size: int | None = None  # torch: input size; None: the weights' preset, else 224
     num_classes: int | None = None  # torch with a checkpoint: head size; None: the checkpoint's
     allow_unverified: bool = False  # TensorRT: load an engine without a resnet-deploy manifest (trtexec-built)
+    strict_cpu: bool = False  # onnxruntime cpu: refuse a CPU INT8 artifact this CPU does not compute exactly
 
 
 @dataclass
@@ -115,7 +116,7 @@ def open_model(spec: ModelSpec, *, options: OpenOptions = OpenOptions()) -> Open
         from resnet_deploy.runtime.onnxruntime import OnnxRuntimeSession
 
         session: Session = OnnxRuntimeSession(spec.path, manifest=read_manifest(spec.path), provider=options.provider,
-                                              threads=options.threads)
+                                              threads=options.threads, strict_cpu=options.strict_cpu)
         device = "cpu" if options.provider == "cpu" else f"cuda (onnxruntime {options.provider} provider)"
         return _opened(spec, session, device)
     if spec.kind == "trt":

@@ -49,6 +49,9 @@ class Int8Config:
     # with TensorRT 10.16 (NVIDIA/TensorRT#4832); FP32 builds everywhere, TensorRT still runs the
     # quantized layers in INT8, and the CPU accuracy gate measures what it would run.
     high_precision: str = "fp32"
+    # cpu target: a ``calibration.cpu.VARIANTS`` name. The default (7-bit weights) is exact on every CPU
+    # family; the others are there to be measured (benchmarks/cpu_int8_portability.py), none is faster.
+    cpu_variant: str = "u8s8-w7"
     gate: Gate = INT8_GATE
     # Layers the fallback may keep in high precision; 0: no fallback. None: half of the quantized layers
     # (beyond that the model is mostly FP32, INT8 buys little, and a missed gate is the honest answer).
@@ -63,6 +66,10 @@ class Int8Config:
         if self.target not in TARGETS:
             raise UsageError(f"`target` must be one of {', '.join(TARGETS)}, got {self.target!r}")
         TARGETS[self.target].check_options(method=self.method, high_precision=self.high_precision)
+        from resnet_deploy.calibration.cpu import VARIANTS
+
+        if self.cpu_variant not in VARIANTS:
+            raise UsageError(f"`cpu_variant` must be one of {', '.join(VARIANTS)}, got {self.cpu_variant!r}")
         if self.gate.max_drop is not None and self.gate.max_drop < 0:
             raise UsageError(f"`max_drop` must be >= 0, got {self.gate.max_drop}")
         if self.max_kept is not None and self.max_kept < 0:
@@ -110,7 +117,8 @@ def quantize_to_gate(parent: Path, parent_sha256: str, manifest: Manifest, cset:
     cache = CalibrationCache((config.cache_dir or default_cache_dir()) if config.use_cache else None)
     reference = RecordedSession(reference)
     key_parts = {"parent": parent_sha256, "calibration": cset.sha256, "method": config.method, "target": config.target,
-                 "batch": batch, "high_precision": config.high_precision, "versions": _quantizer_versions(config.target)}
+                 "batch": batch, "high_precision": config.high_precision,
+                 **({"cpu_variant": config.cpu_variant} if config.target == "cpu" else {}), "versions": _quantizer_versions(config.target)}
     attempts: list[Attempt] = []
     seconds = {"calibrate_s": 0.0, "parity_s": 0.0}
 
@@ -169,19 +177,24 @@ def _quantized(parent: Path, cset: CalibrationSet, manifest: Manifest, path: Pat
 
     if cache.fetch_model(key, path):
         try:
-            return True, _check(onnx.load(str(path)), config.target, kept)
+            return True, _check(onnx.load(str(path)), config, kept)
         except Exception:  # protobuf's DecodeError, OSError, or DeployError from the check: calibrate again
             path.unlink(missing_ok=True)
     reader = cset.reader(manifest, batch_size=batch)
     TARGETS[config.target].quantize(parent, reader, path, method=config.method, exclude=kept,
-                                    high_precision=config.high_precision, debug=debug)
-    structure = _check(onnx.load(str(path)), config.target, kept)
+                                    high_precision=config.high_precision, variant=_variant(config), debug=debug)
+    structure = _check(onnx.load(str(path)), config, kept)
     cache.store_model(key, path)
     return False, structure
 
 
-def _check(model, target: str, kept: list[str]) -> dict[str, int]:
-    return TARGETS[target].check(model, excluded=kept)
+def _check(model, config: Int8Config, kept: list[str]) -> dict[str, int]:
+    return TARGETS[config.target].check(model, excluded=kept, variant=_variant(config))
+
+
+def _variant(config: Int8Config) -> str | None:
+    """The target-specific form to quantize to: the cpu variant; the tensorrt target has one form."""
+    return config.cpu_variant if config.target == "cpu" else None
 
 
 def _evaluate(reference: Session, path: Path, manifest: Manifest, source: DataSource, *, target: str,

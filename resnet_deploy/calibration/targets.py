@@ -52,14 +52,19 @@ class Int8Target:
         return importlib.import_module(f"resnet_deploy.calibration.{self.name}")
 
     def quantize(self, parent: Path, reader: SetReader, output: Path, *, method: str, exclude: Sequence[str] = (),
-                 high_precision: str = "fp32", debug: bool = False) -> None:
-        """Write ``parent`` quantized for this target to ``output``; ``exclude`` stays in ``high_precision``."""
-        getattr(self._backend(), f"quantize_{self.name}")(parent, reader, output, method=method, exclude=exclude,
-                                                          high_precision=high_precision, debug=debug)
+                 high_precision: str = "fp32", variant: str | None = None, debug: bool = False) -> None:
+        """Write ``parent`` quantized for this target to ``output``; ``exclude`` stays in ``high_precision``.
 
-    def check(self, model: onnx.ModelProto, *, excluded: Sequence[str] = ()) -> dict[str, int]:
-        """Check the quantized graph's Q/DQ placement for this target; counts of what it found."""
-        return getattr(self._backend(), f"check_{self.name}_qdq")(model, excluded=excluded)
+        ``variant``: a target-specific form (the cpu target's ``VARIANTS``); None for the target's default.
+        """
+        extra = {} if variant is None else {"variant": variant}
+        getattr(self._backend(), f"quantize_{self.name}")(parent, reader, output, method=method, exclude=exclude,
+                                                          high_precision=high_precision, debug=debug, **extra)
+
+    def check(self, model: onnx.ModelProto, *, excluded: Sequence[str] = (), variant: str | None = None) -> dict[str, int]:
+        """Check the quantized graph's Q/DQ placement for this target (and ``variant``); counts of what it found."""
+        extra = {} if variant is None else {"variant": variant}
+        return getattr(self._backend(), f"check_{self.name}_qdq")(model, excluded=excluded, **extra)
 
 
 TARGETS: dict[str, Int8Target] = {t.name: t for t in (

@@ -63,6 +63,23 @@ def timing_options(f: Callable) -> Callable:
     return f
 
 
+def strict_cpu_option(f: Callable) -> Callable:
+    return click.option("--strict-cpu", is_flag=True,
+                        help="Refuse a CPU INT8 artifact whose manifest says this CPU's INT8 kernels do not compute "
+                             "it exactly (default: a warning).")(f)
+
+
+def _echo_int8_host(reports_sessions) -> None:
+    """Next to the parity: say when it was measured on a CPU outside the INT8 artifact's families."""
+    for report, session in reports_sessions:
+        fit = getattr(session, "int8_host", None)
+        if fit is not None and not fit.ok:
+            measured = "the parity above is what this CPU computes" if report.parity is not None else \
+                "run with --data to measure what this CPU computes"
+            click.secho(f"Warning: {report.model}: {fit.host.family or 'unknown'} CPU, outside the families this INT8 "
+                        f"artifact is exact on; {measured}", fg="yellow")
+
+
 def reference_pair_options(f: Callable) -> Callable:
     f = click.option("--weights", "ref_weights", default=None, metavar="PATH|torchvision|demo",
                      help="With --arch: the reference's weights.")(f)
@@ -139,6 +156,7 @@ def _single(opened, *, reference_text, ref_arch, ref_weights, options, config, s
     click.echo(table(*runs_rows(report)))
     _note_disturbed([report])
     _echo_accuracy(report)
+    _echo_int8_host([(report, opened.session)])
     if json_out is not None:
         write_json(json_out, report.to_dict())
         click.echo(f"wrote {json_out}")
@@ -219,9 +237,11 @@ def trt_cmd(plan, cuda_graph, allow_unverified, ref_arch, ref_weights, batches, 
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
               help="onnxruntime execution provider.")
+@strict_cpu_option
 @reference_pair_options
 @timing_options
-def onnx_cmd(model, provider, ref_arch, ref_weights, batches, warmup, duration, iterations, threads, data, count,
+def onnx_cmd(model, provider, strict_cpu, ref_arch, ref_weights, batches, warmup, duration, iterations, threads, data,
+             count,
              reference, max_drop, min_agreement, json_out, plot_out, debug):
     """Benchmark an ONNX model in onnxruntime.
 
@@ -229,7 +249,7 @@ def onnx_cmd(model, provider, ref_arch, ref_weights, batches, warmup, duration, 
     Example:
       resnet-bench onnx resnet50.int8.onnx --batch 1,8 --threads 2 --data digits --max-drop 1.0
     """
-    _bench_file("onnx", model, {"provider": provider},
+    _bench_file("onnx", model, {"provider": provider, "strict_cpu": strict_cpu},
                 timing=(batches, warmup, duration, iterations), threads=threads, data=data, count=count,
                 reference=reference, ref_arch=ref_arch, ref_weights=ref_weights, gate=(max_drop, min_agreement),
                 json_out=json_out, plot_out=plot_out)
@@ -279,8 +299,9 @@ def torch_cmd(arch, weights, num_classes, image_size, device, precision, channel
 @click.option("--cuda-graph", is_flag=True, help="CUDA graphs for TensorRT engines (and torch: on --device cuda).")
 @click.option("--baseline", default=None, metavar="MODEL",
               help="The model speed-ups are relative to (default: the first torch: model, if any).")
+@strict_cpu_option
 @timing_options
-def compare_cmd(specs, provider, device, cuda_graph, baseline, batches, warmup, duration, iterations, threads, data,
+def compare_cmd(specs, provider, device, cuda_graph, baseline, strict_cpu, batches, warmup, duration, iterations, threads, data,
                 count, reference, max_drop, min_agreement, json_out, plot_out, debug):
     """Benchmark several models on the same data and batch sizes: one table, fastest first.
 
@@ -305,7 +326,8 @@ def compare_cmd(specs, provider, device, cuda_graph, baseline, batches, warmup, 
         check_torch_device(device)
     config, source = _prepare(json_out, plot_out, data, count, _timing_kwargs(batches, warmup, duration, iterations))
     threads = _threads(threads)
-    options = OpenOptions(threads=threads, provider=provider, device=device, cuda_graph=cuda_graph)
+    options = OpenOptions(threads=threads, provider=provider, device=device, cuda_graph=cuda_graph,
+                          strict_cpu=strict_cpu)
     with contextlib.ExitStack() as stack:
         models = []
         for spec in parsed:
@@ -340,6 +362,11 @@ def compare_cmd(specs, provider, device, cuda_graph, baseline, batches, warmup, 
     _note_disturbed(reports)
     if refs := sorted({f"{r.model} vs {r.parity['reference']}" for r in reports if r.parity is not None}):
         click.echo("parity: " + "; ".join(refs))
+    _echo_int8_host([(r, m.session) for r, m in zip(reports, models)])
+    from resnet_deploy.benchmarks.report import int8_speed_notes
+
+    for note in int8_speed_notes(reports):
+        click.secho(f"Note: {note}", fg="yellow")
     if json_out is not None:
         write_json(json_out, {"ranking": [r.model for r in rank(reports)], "reports": [r.to_dict() for r in reports]})
         click.echo(f"wrote {json_out}")

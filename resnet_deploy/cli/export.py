@@ -223,7 +223,7 @@ def fp16_cmd(model, calib_data, calib_count, eval_data, output, overwrite, debug
               help="Activation range calibration (percentile: --target cpu only).")
 @click.option("--target", type=click.Choice(TARGET_NAMES), default="tensorrt", show_default=True,
               help="tensorrt: ModelOpt's symmetric Q/DQ placed for TensorRT; cpu: onnxruntime U8S8 QDQ "
-                   "(fast on VNNI CPUs).")
+                   "with 7-bit weights (the same answers on every CPU, with or without VNNI).")
 @click.option("--high-precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
               help="Type of what stays unquantized (tensorrt target; fp16 engines fail to build on Orin with "
                    "TensorRT 10.16, NVIDIA/TensorRT#4832).")
@@ -274,6 +274,12 @@ def int8_cmd(model, calib_data, calib_count, method, target, high_precision, eva
     _report_child(result, t0=t0)
     kept = result.manifest.details["kept_high_precision"]
     click.echo(f"int8 ({target}): kept in {high_precision}: {', '.join(kept) if kept else 'none'}")
+    if (cpu := result.manifest.details.get("cpu")) is not None:
+        from resnet_deploy.cpuinfo import families_text
+
+        host = cpu["build_host"]
+        click.echo(f"int8 (cpu): {cpu['variant']}, exact on {families_text(cpu['valid_for'])}; gated on "
+                   f"{host.get('cpu') or '?'} ({host.get('family') or 'unknown'}), onnxruntime {host.get('onnxruntime')}")
 
 
 @cli.command("pipeline")

@@ -54,14 +54,22 @@ def int8_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLike[
     return ExportResult(stage.output, final, seconds)
 
 
+def _precisions(config: Int8Config) -> dict[str, str]:
+    """The manifest's ``activations`` and ``weights``: the target's, refined by the cpu variant."""
+    if config.target == "cpu":
+        from resnet_deploy.calibration.cpu import VARIANTS
+
+        return VARIANTS[config.cpu_variant].precisions()
+    return {"activations": TARGETS[config.target].activations, "weights": "int8 symmetric per output channel"}
+
+
 def _details(model, result, config: Int8Config) -> dict:
     """The INT8 manifest's ``details``: the target's quantizer, what was kept, the gate and its attempts."""
     target = TARGETS[config.target]
     details = {
         "target": config.target,
         "quantizer": target.quantizer,
-        "activations": target.activations,
-        "weights": "int8 symmetric per output channel",
+        **_precisions(config),
         "high_precision": config.high_precision,
         "opset": onnx_opset(model),
         "kept_high_precision": result.kept,
@@ -70,6 +78,11 @@ def _details(model, result, config: Int8Config) -> dict:
                  "max_rel_diff": config.gate.max_rel_diff},
         "attempts": [a.to_dict() for a in result.attempts],
     }
+    if config.target == "cpu":
+        from resnet_deploy.calibration.cpu import VARIANTS
+
+        # What the gate assumed: the variant, the CPU families it is exact on, the host it held on.
+        details["cpu"] = VARIANTS[config.cpu_variant].record()
     if result.sensitivity is not None:
         # The ranking the fallback used (most sensitive first), as far as it went and a little further.
         details["sensitivity"] = [s.to_dict() for s in result.sensitivity[:max(8, 2 * len(result.kept))]]

@@ -44,6 +44,11 @@ class OnnxRuntimeSession(Session):
     code, so point it only at a folder you trust. ``optimize=False`` runs the graph as written
     (no graph optimizations): for measuring what a Q/DQ graph computes rather than how fast
     ORT runs it (onnxruntime 1.24's CPU optimizer miscomputes INT8 graphs with FP16 scales).
+
+    A CPU INT8 artifact (``--target cpu``) opened on the cpu provider is checked against this
+    host's CPU (``resnet_deploy.cpuinfo``): outside the kernel families its manifest says it is
+    exact on, a one-line RuntimeWarning names the risk; ``strict_cpu=True`` refuses it
+    (UsageError) instead. ``int8_host`` holds the verdict (None where nothing was checked).
     """
 
     backend = "onnxruntime"
@@ -51,7 +56,8 @@ class OnnxRuntimeSession(Session):
 
     def __init__(self, path: str | os.PathLike[str], *, manifest: Manifest | None = None, provider: str = "cpu",
                  threads: int | None = None, io_binding: bool | None = None, device_id: int = 0,
-                 trt_cache_dir: str | os.PathLike[str] | None = None, optimize: bool = True) -> None:
+                 trt_cache_dir: str | os.PathLike[str] | None = None, optimize: bool = True,
+                 strict_cpu: bool = False) -> None:
         if provider not in PROVIDERS:
             raise UsageError(f"unknown provider {provider!r} (choose from {', '.join(PROVIDERS)})")
         if threads is not None and threads < 1:
@@ -88,8 +94,10 @@ class OnnxRuntimeSession(Session):
             )
         self._read_io()
         self.manifest = manifest if manifest is not None else self._embedded_manifest()
+        self.int8_host = None
         if self.manifest is not None:
             self._check_manifest(self.manifest)
+            self._check_cpu(self.manifest, strict=strict_cpu)
         self.io_binding = provider != "cpu" if io_binding is None else bool(io_binding)
         self._device = "cpu" if provider == "cpu" else "cuda"
         self._local = threading.local()  # per-thread IOBinding and output buffers
@@ -137,6 +145,21 @@ class OnnxRuntimeSession(Session):
         self.sample_shape = tuple(a if b is None else b for a, b in zip(want, self.sample_shape))
         self.min_batch = max(self.min_batch, m.batch.min)
         self.max_batch = m.batch.max if self.max_batch is None else min(self.max_batch, m.batch.max)
+
+    def _check_cpu(self, m: Manifest, *, strict: bool) -> None:
+        """Does this CPU compute the INT8 graph as the host its gate held on did? Warn, or refuse when strict."""
+        if self.provider != "cpu" or m.precision != "int8" or (m.details or {}).get("target") != "cpu":
+            return
+        from resnet_deploy import cpuinfo
+
+        self.int8_host = fit = cpuinfo.check_int8_host((m.details or {}).get("cpu"), cpuinfo.host_cpu())
+        if strict and fit.message is not None:  # not ok, or not checkable here
+            raise UsageError(f"{self.path}: {fit.message} (refused: strict_cpu)")
+        if fit.ok:
+            return
+        import warnings
+
+        warnings.warn(f"{self.path.name}: {fit.message}", RuntimeWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ inference
 

@@ -51,3 +51,32 @@ def test_runs_table_and_markdown():
     lines = md.splitlines()
     assert lines[0].startswith("| batch | img/s |") and lines[1].startswith("|---:|---:|")
     assert "| 8 | 123.5 |" in lines[3] and "| 1 | 12.3 |" in lines[2]
+
+
+def test_int8_speed_notes_say_when_int8_is_not_faster_and_why():
+    """The one verdict compare and the pipeline print: decided on the figures given, explained by the host's ISA."""
+    import dataclasses
+
+    from resnet_deploy.benchmarks.report import int8_speed_notes
+    from resnet_deploy.cpuinfo import HostCpu
+
+    avx2 = HostCpu("x86_64", "Xeon", ("avx2", "avx512bw"), "x86-64-avx2")
+    vnni = HostCpu("x86_64", "EPYC", ("avx2", "avx512_vnni"), "x86-64-vnni")
+
+    def int8(name, ips, target):
+        return dataclasses.replace(report(name, ips), precision="int8", int8_target=target)
+
+    fp32, fp16 = report("m.onnx", {1: 100.0, 8: 400.0}), dataclasses.replace(report("h.onnx", {8: 300.0}), precision="fp16")
+    fast = int8("fast.onnx", {1: 90.0, 8: 1200.0}, "cpu")  # judged at the largest batch: 3x
+    slow = int8("slow.onnx", {1: 150.0, 8: 380.0}, "cpu")
+    trt = int8("trt.onnx", {8: 200.0}, "tensorrt")
+    torch = dataclasses.replace(report("torch:resnet18", {8: 10.0}), backend="pytorch")
+    notes = int8_speed_notes([torch, fp32, fp16, fast, slow, trt], host=avx2)
+    assert len(notes) == 2
+    assert notes[0].startswith("INT8 slow.onnx is slower than FP32 m.onnx here (0.95x at batch 8)")
+    assert "no VNNI" in notes[0] and "vpmaddubsw" in notes[0]
+    assert notes[1].startswith("INT8 trt.onnx is slower than FP32 m.onnx here (0.50x") and "--target cpu" in notes[1]
+    level = int8("level.onnx", {8: 420.0}, "cpu")  # within 10% of FP32: no faster
+    (note,) = int8_speed_notes([fp32, level], host=vnni)
+    assert "no faster than FP32" in note and "x86-64-vnni" in note
+    assert int8_speed_notes([fp32, fast], host=avx2) == [] and int8_speed_notes([slow], host=avx2) == []
