@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from resnet_deploy import cpuinfo
-from resnet_deploy.calibration.cpu import VARIANTS, check_cpu_qdq
+from resnet_deploy.calibration.cpu import check_cpu_qdq
 from resnet_deploy.calibration.gate import Int8Config
 from resnet_deploy.data import open_source
 from resnet_deploy.errors import DeployError, UsageError
