@@ -45,6 +45,9 @@ TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_
 #: ONNX Runtime backend parameter for intra-op threads (the Python backend's model reads the same key)
 THREADS_PARAMETER = "intra_op_thread_count"
 VERSION = "1"
+#: the NGC release of the tritonserver (2.51) that checked these configurations here; engines need the release
+#: whose TensorRT built them
+CONTAINER = "nvcr.io/nvidia/tritonserver:24.10-py3"
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -379,18 +382,21 @@ comes from the artifact's manifest (`<model>/1/model.*.json`){threads_note}.
 
 ```bash
 docker run --rm --gpus all -p 8000:8000 -p 8001:8001 -p 8002:8002 -v "$PWD":/models \\
-  nvcr.io/nvidia/tritonserver:<yy.mm>-py3 \\
-  tritonserver --model-repository=/models --strict-model-config=true{flags}
+  {CONTAINER} \\
+  tritonserver --model-repository=/models --disable-auto-complete-config{flags}
 curl -sf localhost:8000/v2/health/ready && curl -s localhost:8000/v2/models/{first.name}/config
 ```
 
-Pick a container release whose TensorRT matches the engines' (`build.tensorrt` in each plan's
-manifest); ONNX models run in any release with the onnxruntime backend.
+{CONTAINER.rsplit(":", 1)[1]} is tritonserver 2.51, the version that loaded these configurations in
+resnet-deploy's tests; ONNX models run in any later release too. A TensorRT engine runs only in
+a release whose TensorRT built it (`build.tensorrt` in the plan's manifest, e.g. `10.13` ->
+the release notes' matching `yy.mm`) on the GPU model it was built for.
 
-## Load it (perf_analyzer, in the `-sdk` container)
+## Load it (perf_analyzer, in the SDK container)
 
 ```bash
-perf_analyzer -m {first.name} -u localhost:8001 -i grpc --shape {inp.name}:{shape} -b 1 \\
+docker run --rm --net=host {CONTAINER}-sdk \\
+  perf_analyzer -m {first.name} -u localhost:8001 -i grpc --shape {inp.name}:{shape} -b 1 \\
   --concurrency-range 1:16:2 --percentile 95 --measurement-interval 5000
 ```
 
