@@ -60,7 +60,9 @@ def load_model(arch: str, weights: str | os.PathLike[str] | None, *, num_classes
 
         if num_classes not in (None, demo.NUM_CLASSES):
             raise UsageError(f"--weights demo has {demo.NUM_CLASSES} classes; drop --num-classes {num_classes}")
-        return demo.demo_model(arch)
+        model, digest = demo.trained_model(arch)
+        return LoadedModel(model, arch, demo.NUM_CLASSES, "demo", digest, preprocess=demo.PREPROCESS,
+                           labels=list(demo.LABELS))
     if text == "torchvision" or text.startswith("torchvision:"):
         return _torchvision_model(arch, text.partition(":")[2] or "DEFAULT", num_classes)
     path = Path(text)
@@ -80,6 +82,20 @@ def load_model(arch: str, weights: str | os.PathLike[str] | None, *, num_classes
         detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).splitlines()[0])
         raise UsageError(f"{path}: weights do not fit {arch}: {detail[:200]}") from exc
     return LoadedModel(model.eval(), arch, classes, str(path), sha256_file(path))
+
+
+def resolve_preprocess(loaded: LoadedModel, *, image_size: int | None = None, resize: int | None = None) -> Preprocess:
+    """The preprocessing ``loaded`` is fed with: its weights' preset, at ``image_size``/``resize`` where given.
+
+    A new ``image_size`` without ``resize`` keeps torchvision's 256/224 ratio.
+    """
+    preset = loaded.preprocess or Preprocess()
+    crop = image_size or preset.crop
+    if resize is None:
+        resize = preset.resize if image_size is None or image_size == preset.crop else round(crop * 256 / 224)
+    if crop < 32 or resize < crop:
+        raise UsageError(f"image size {crop} / resize {resize}: need image size >= 32 and resize >= image size")
+    return Preprocess(resize=resize, crop=crop, mean=preset.mean, std=preset.std)
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

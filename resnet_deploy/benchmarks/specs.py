@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 
 from resnet_deploy.errors import UsageError
 from resnet_deploy.manifest import Manifest, Preprocess
+from resnet_deploy.runtime.backends import ENGINE_SUFFIXES
 
 if TYPE_CHECKING:
     from resnet_deploy.runtime.session import Session
 
-_TRT_SUFFIXES = (".plan", ".engine", ".trt")
 _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 BACKENDS = {"onnx": "onnxruntime", "trt": "tensorrt", "torch": "torch"}
 
@@ -89,7 +89,7 @@ def parse_spec(text: str) -> ModelSpec:
         suffix = path.suffix.lower()
         if suffix == ".onnx":
             kind = "onnx"
-        elif suffix in _TRT_SUFFIXES:
+        elif suffix in ENGINE_SUFFIXES:
             kind = "trt"
         elif suffix in _CHECKPOINT_SUFFIXES:
             kind = "checkpoint"
@@ -119,7 +119,7 @@ def open_model(spec: ModelSpec, *, options: OpenOptions = OpenOptions()) -> Open
         device = "cpu" if options.provider == "cpu" else f"cuda (onnxruntime {options.provider} provider)"
         return _opened(spec, session, device)
     if spec.kind == "trt":
-        from resnet_deploy.runtime.session import open_session
+        from resnet_deploy.runtime import open_session
 
         kwargs = {"allow_unverified": True} if options.allow_unverified else {}
         session = open_session(spec.path, backend="tensorrt", cuda_graph=options.cuda_graph, **kwargs)
@@ -157,10 +157,10 @@ def check_torch_device(device: str) -> None:
 
 def open_torch(spec: ModelSpec, loaded, *, options: OpenOptions) -> Opened:
     """A TorchSession over a loaded model, fed as its weights' preset (or ``options.image_size``) says."""
-    from resnet_deploy.export.onnx import OnnxConfig, resolve_preprocess
     from resnet_deploy.reference import TorchSession
+    from resnet_deploy.weights import resolve_preprocess
 
-    pp = resolve_preprocess(loaded, OnnxConfig(image_size=options.image_size))
+    pp = resolve_preprocess(loaded, image_size=options.image_size)
     kwargs = {"cuda_graph": True} if options.cuda_graph else {}
     session = TorchSession(loaded.model, image_size=pp.crop, device=options.device, precision=options.precision,
                            channels_last=options.channels_last, threads=options.threads, **kwargs)

@@ -151,6 +151,21 @@ def _single(opened, *, reference_text, ref_arch, ref_weights, options, config, s
         click.echo(f"wrote {plot_out}")
 
 
+def _bench_file(kind, path, open_options, *, timing, threads, data, count, reference, ref_arch, ref_weights, gate,
+                json_out, plot_out) -> None:
+    """``resnet-bench trt|onnx PATH``: open the file with ``open_options`` and benchmark it."""
+    from resnet_deploy.benchmarks.specs import OpenOptions, file_spec, open_model
+
+    config, source = _prepare(json_out, plot_out, data, count, _timing_kwargs(*timing))
+    threads = _threads(threads)
+    options = OpenOptions(threads=threads, **open_options)
+    opened = open_model(file_spec(kind, path), options=options)
+    with opened.session:
+        _single(opened, reference_text=reference, ref_arch=ref_arch, ref_weights=ref_weights, options=options,
+                config=config, source=source, gate=gate, threads=threads, cuda_graph=options.cuda_graph,
+                json_out=json_out, plot_out=plot_out)
+
+
 def _note_disturbed(reports) -> None:
     """Say so when other processes took CPU during a timed run: those figures understate the model."""
     busy = [f"{rep.model} batch {run.batch}: {run.other_load_cores:.2f} cores"
@@ -196,15 +211,9 @@ def trt_cmd(plan, cuda_graph, allow_unverified, ref_arch, ref_weights, batches, 
     Example:
       resnet-bench trt model.plan --batch 1,8,32 --cuda-graph --data digits --json trt.json
     """
-    from resnet_deploy.benchmarks.specs import OpenOptions, file_spec, open_model
-
-    config, source = _prepare(json_out, plot_out, data, count, _timing_kwargs(batches, warmup, duration, iterations))
-    threads = _threads(threads)
-    options = OpenOptions(threads=threads, cuda_graph=cuda_graph, allow_unverified=allow_unverified)
-    opened = open_model(file_spec("trt", plan), options=options)
-    with opened.session:
-        _single(opened, reference_text=reference, ref_arch=ref_arch, ref_weights=ref_weights, options=options,
-                config=config, source=source, gate=(max_drop, min_agreement), threads=threads, cuda_graph=cuda_graph,
+    _bench_file("trt", plan, {"cuda_graph": cuda_graph, "allow_unverified": allow_unverified},
+                timing=(batches, warmup, duration, iterations), threads=threads, data=data, count=count,
+                reference=reference, ref_arch=ref_arch, ref_weights=ref_weights, gate=(max_drop, min_agreement),
                 json_out=json_out, plot_out=plot_out)
 
 
@@ -222,15 +231,9 @@ def onnx_cmd(model, provider, ref_arch, ref_weights, batches, warmup, duration, 
     Example:
       resnet-bench onnx resnet50.int8.onnx --batch 1,8 --threads 2 --data digits --max-drop 1.0
     """
-    from resnet_deploy.benchmarks.specs import OpenOptions, file_spec, open_model
-
-    config, source = _prepare(json_out, plot_out, data, count, _timing_kwargs(batches, warmup, duration, iterations))
-    threads = _threads(threads)
-    options = OpenOptions(threads=threads, provider=provider)
-    opened = open_model(file_spec("onnx", model), options=options)
-    with opened.session:
-        _single(opened, reference_text=reference, ref_arch=ref_arch, ref_weights=ref_weights, options=options,
-                config=config, source=source, gate=(max_drop, min_agreement), threads=threads, cuda_graph=False,
+    _bench_file("onnx", model, {"provider": provider},
+                timing=(batches, warmup, duration, iterations), threads=threads, data=data, count=count,
+                reference=reference, ref_arch=ref_arch, ref_weights=ref_weights, gate=(max_drop, min_agreement),
                 json_out=json_out, plot_out=plot_out)
 
 
@@ -368,7 +371,7 @@ def cpu_table_cmd(out_dir, threads, rounds, duration, archs, batches, debug):
     Example:
       resnet-bench cpu-table --out /tmp/cpu-table --threads 2
     """
-    from resnet_deploy.benchmarks.cpu_table import TableConfig, cpu_table
+    from resnet_deploy.cpu_table import TableConfig, cpu_table
 
     result = cpu_table(out_dir, config=TableConfig(threads=threads, rounds=rounds, duration_s=duration,
                                                    archs=tuple(archs), batches=tuple(batches)), log=click.echo)

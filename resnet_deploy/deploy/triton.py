@@ -36,7 +36,7 @@ from resnet_deploy.deploy.gated import gated_manifest
 from resnet_deploy.errors import UsageError
 from resnet_deploy.manifest import Manifest, manifest_path
 from resnet_deploy.publish import _TMP_PREFIX
-from resnet_deploy.runtime.session import ENGINE_SUFFIXES
+from resnet_deploy.runtime.backends import ENGINE_SUFFIXES
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "plan": "tensorrt_plan"}
 #: the Python backend's model file, shipped in the package

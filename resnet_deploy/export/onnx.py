@@ -53,20 +53,6 @@ class ExportResult:
     seconds: dict[str, float]
 
 
-def resolve_preprocess(loaded: LoadedModel, config: OnnxConfig) -> Preprocess:
-    preset = loaded.preprocess or Preprocess()
-    crop = config.image_size or preset.crop
-    if config.resize is not None:
-        resize = config.resize
-    elif config.image_size is None or config.image_size == preset.crop:
-        resize = preset.resize
-    else:
-        resize = round(crop * 256 / 224)  # torchvision's ratio
-    if crop < 32 or resize < crop:
-        raise UsageError(f"--image-size {crop} / --resize {resize}: need image size >= 32 and resize >= image size")
-    return Preprocess(resize=resize, crop=crop, mean=preset.mean, std=preset.std)
-
-
 def with_uint8_input(model: torch.nn.Module, pp: Preprocess) -> torch.nn.Module:
     """``model`` behind a stem that takes raw uint8 NHWC RGB and normalises it in the graph."""
     import torch
@@ -97,7 +83,9 @@ def onnx_from_torch(loaded: LoadedModel, output: str | os.PathLike[str], *, conf
         raise UsageError(f"--max-batch must be in 1..4096, got {config.max_batch}")
     if config.opset < 17 or config.opset > 20:
         raise UsageError(f"--opset {config.opset}: use 17..20 (18 parses on every TensorRT from 10.0)")
-    pp = resolve_preprocess(loaded, config)
+    from resnet_deploy.weights import resolve_preprocess
+
+    pp = resolve_preprocess(loaded, image_size=config.image_size, resize=config.resize)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     model = trace_to_onnx(loaded.model, pp, config)
