@@ -16,7 +16,7 @@ from resnet_deploy.pipeline import artifact_names
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory, demo18):
     out = tmp_path_factory.mktemp("pipeline") / "out"
-    r = CliRunner().invoke(cli, ["pipeline", "-o", str(out), "--duration", "0.2", "--calib-count", "128"])
+    r = CliRunner().invoke(cli, ["pipeline", "-o", str(out), "--duration", "0.2", "--calib-count", "128", "--triton"])
     return out, r
 
 
@@ -57,6 +57,16 @@ def test_pipeline_refuses_to_overwrite_before_any_work(pipeline_run):
     r = CliRunner().invoke(cli, ["pipeline", "-o", str(out)])
     assert r.exit_code == 2 and "--overwrite" in r.output
     assert (out / "resnet18.onnx").stat().st_mtime_ns == before
+
+
+def test_pipeline_adds_a_triton_repository_of_every_artifact(pipeline_run):
+    out, r = pipeline_run
+    assert r.exit_code == 0, r.output
+    names = artifact_names("resnet18")
+    models = sorted(p.name for p in (out / "triton").iterdir() if p.is_dir())
+    assert models == sorted(names[k].rsplit(".", 1)[0].replace(".", "_") for k in ("onnx", "fp16", "int8", "int8-cpu"))
+    assert "kind: KIND_CPU" in (out / "triton" / "resnet18_int8-cpu" / "config.pbtxt").read_text()
+    assert "kind: KIND_GPU" in (out / "triton" / "resnet18_int8" / "config.pbtxt").read_text()
 
 
 def test_pipeline_needs_eval_data_for_other_weights(tmp_path):

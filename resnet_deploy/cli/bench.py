@@ -12,6 +12,7 @@ import click
 
 from resnet_deploy.archs import ARCH_NAMES
 from resnet_deploy.cli.common import CONTEXT_SETTINGS, Group, batch_list, debug_option, group_setup, progress, table
+from resnet_deploy.cli.serve import triton_bench_cmd
 
 
 @click.group(cls=Group, context_settings=CONTEXT_SETTINGS)
@@ -401,6 +402,9 @@ def cpu_table_cmd(out_dir, threads, rounds, duration, archs, batches, debug):
     result = cpu_table(out_dir, config=TableConfig(threads=threads, rounds=rounds, duration_s=duration,
                                                    archs=tuple(archs), batches=tuple(batches)), log=click.echo)
     click.echo(result.markdown)
+
+
+cli.add_command(triton_bench_cmd)
 
 
 def main() -> None:

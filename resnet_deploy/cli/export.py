@@ -17,6 +17,7 @@ from resnet_deploy.cli.common import (
     group_setup,
     overwrite_option,
 )
+from resnet_deploy.cli.serve import pipeline_triton_check, pipeline_triton_option, pipeline_triton_write, triton_export_cmd
 
 
 @click.group(cls=Group, context_settings=CONTEXT_SETTINGS)
@@ -308,12 +309,13 @@ def int8_cmd(model, calib_data, calib_count, method, target, high_precision, eva
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads [default: the CPUs this process may use].")
 @click.option("--no-tensorrt", is_flag=True, help="Skip the TensorRT engine stage even where TensorRT exists.")
+@pipeline_triton_option
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder (created; its parent must exist).")
 @overwrite_option
 @debug_option
 def pipeline_cmd(arch, weights, num_classes, image_size, resize, max_batch, calib_data, calib_count, method,
-                 eval_data, max_drop, batches, duration, threads, no_tensorrt, out_dir, overwrite, debug):
+                 eval_data, max_drop, batches, duration, threads, no_tensorrt, triton_repo, out_dir, overwrite, debug):
     """Everything in one go: ONNX, FP16, INT8 (TensorRT and CPU targets), TensorRT engines where
     TensorRT and a GPU exist; each gated against PyTorch, all benchmarked side by side, and a report.
 
@@ -334,6 +336,8 @@ def pipeline_cmd(arch, weights, num_classes, image_size, resize, max_batch, cali
         method=method, max_drop=max_drop, tensorrt=not no_tensorrt, batches=tuple(batches), duration_s=duration,
         threads=threads,
     )
+    if triton_repo:
+        pipeline_triton_check(out_dir, overwrite=overwrite)
     result = run_pipeline(out_dir, config=config, overwrite=overwrite, debug=debug,
                           log=lambda msg: click.echo(msg, err=True))
     click.echo(table(SUMMARY_HEADERS, summary_rows(result.summary)))
@@ -342,6 +346,11 @@ def pipeline_cmd(arch, weights, num_classes, image_size, resize, max_batch, cali
             click.echo(f"{stage.name}: {stage.status} ({stage.note})")
     click.echo(f"report: {result.out_dir / 'report.md'}, {result.out_dir / 'report.json'}, "
                f"{result.out_dir / 'throughput.png'} ({time.perf_counter() - t0:.0f} s in all)")
+    if triton_repo:
+        pipeline_triton_write(result, overwrite=overwrite)
+
+
+cli.add_command(triton_export_cmd)
 
 
 def main() -> None:
