@@ -345,19 +345,23 @@ def pipeline_cmd(arch, weights, num_classes, image_size, resize, max_batch, cali
               help="Output folder (published whole; its parent must exist).")
 @_data_option("--eval-data", "Labelled real images the variant is gated and the fidelity measured on "
                              "[default: digits for the demo weights].")
+@click.option("--eval-count", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Most --eval-data images used (seeded subset; the fidelity check holds them in memory).")
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=1, show_default=True,
               help="Primary configuration's batch-size (frames per batch: usually the number of sources).")
 @click.option("--secondary-batch-size", type=click.IntRange(1, 1024), default=16, show_default=True,
               help="Secondary configuration's batch-size (objects per batch).")
 @click.option("--threshold", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
               help="classifier-threshold on the softmax probabilities.")
-@click.option("--gpu-id", type=click.IntRange(min=0), default=0, show_default=True, help="gpu-id (and the engine name).")
-@click.option("--no-photos", is_flag=True, help="Measure fidelity on --eval-data only, not on scikit-learn's sample photos.")
+@click.option("--gpu-id", type=click.IntRange(min=0), default=0, show_default=True,
+              help="gpu-id (and the engine name).")
+@click.option("--no-photos", is_flag=True,
+              help="Measure fidelity on --eval-data only, not on scikit-learn's sample photos.")
 @click.option("--allow-ungated", is_flag=True, help="Deploy an artifact whose gate was not measured on real data.")
 @overwrite_option
 @debug_option
-def deepstream_cmd(artifact, out_dir, eval_data, batch_size, secondary_batch_size, threshold, gpu_id, no_photos,
-                   allow_ungated, overwrite, debug):
+def deepstream_cmd(artifact, out_dir, eval_data, eval_count, batch_size, secondary_batch_size, threshold, gpu_id,
+                   no_photos, allow_ungated, overwrite, debug):
     """Write nvinfer configurations (primary, secondary, approximate) and an exact-preprocessing
     model for the gated ARTIFACT (.onnx), with nvinfer's fidelity to PyTorch measured on real images.
 
@@ -380,7 +384,7 @@ def deepstream_cmd(artifact, out_dir, eval_data, batch_size, secondary_batch_siz
     eval_data = _default_demo_data(artifact, eval_data)
     if eval_data is None:
         raise click.UsageError("--eval-data is required: labelled real images (the demo's digits are built in)")
-    result = deepstream_from_onnx(artifact, out_dir, eval_source=open_source(eval_data, split="eval"),
+    result = deepstream_from_onnx(artifact, out_dir, eval_source=open_source(eval_data, split="eval", count=eval_count),
                                   options=options, overwrite=overwrite, log=lambda msg: click.echo(msg, err=True))
     g = result.variant_gate
     click.echo(f"wrote {out_dir}/: {', '.join(result.files)}")

@@ -142,7 +142,8 @@ def _write(artifact: Path, manifest: Manifest, name: str, staging: Path, eval_so
     save_onnx(with_logits(variant, logits_name), checker)
 
     log(f"gating {variant_name} against {artifact.name} on {eval_source.description}")
-    with OnnxRuntimeSession(artifact, provider="cpu") as parent_sess, OnnxRuntimeSession(checker, provider="cpu") as exact:
+    with OnnxRuntimeSession(artifact, provider="cpu") as parent_sess, \
+            OnnxRuntimeSession(checker, provider="cpu") as exact:
         gate = _variant_parity(parent_sess, exact, eval_source, pp)
         gate.check(VARIANT_GATE, what=f"the exact-preprocessing variant of {artifact.name}")
 
