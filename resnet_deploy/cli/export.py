@@ -395,7 +395,8 @@ def deepstream_cmd(artifact, out_dir, eval_data, eval_count, batch_size, seconda
     for r in result.fidelity:
         p = r.parity
         drop = "" if p.top1_drop is None else f", drop {p.top1_drop:.2f} points"
-        click.echo(f"  {r.data}, {r.normalisation}: agreement {p.top1_agreement:.2%}{drop}")
+        click.echo(f"  {r.data}, {r.normalisation}: agreement {p.top1_agreement:.2%}{drop}, "
+                   f"max |diff| {p.max_abs_diff:.3g}")
     click.echo(f"time: {time.perf_counter() - t0:.1f} s")
 # --- end deepstream ---------------------------------------------------------------------------
 

@@ -55,7 +55,7 @@ def sample_photos(*, crops: int = PHOTO_CROPS, seed: int = 0) -> tuple[str, list
             cw = int(min(w, ch * aspect))
             top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
             out.append(np.ascontiguousarray(img[top : top + ch, left : left + cw]))
-    return f"scikit-learn's photos china.jpg, flower.jpg and {crops} seeded crops of each, aspect 1:2 to 2:1", out
+    return f"photos: scikit-learn's china.jpg, flower.jpg + {2 * crops} crops (aspect 1:2 to 2:1)", out
 
 
 class FrameSet:
