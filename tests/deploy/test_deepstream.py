@@ -74,8 +74,8 @@ def test_variant_is_gated_and_keeps_the_runtime_logits(ds18):
     assert gate["top1_agreement"] == 1.0 and gate["max_rel_diff"] <= 1e-5 and gate["count"] == 540
     assert manifest["output"] == {"name": "probs", "softmax": True, "logits": "logits"}
     rows = ds["fidelity"]
-    assert {(r["normalisation"].split()[0], r["data"].split(":")[0].split("'")[0]) for r in rows} == {
-        ("exact", "digits"), ("approximate", "digits"), ("exact", "scikit-learn"), ("approximate", "scikit-learn")}
+    assert {(r["normalisation"].split()[0], r["data"].split(":")[0]) for r in rows} == {
+        ("exact", "digits"), ("approximate", "digits"), ("exact", "photos"), ("approximate", "photos")}
     digits = [r for r in rows if r["data"].startswith("digits")]
     assert all(r["parity"]["count"] == 540 and r["parity"]["top1_drop"] is not None for r in digits)
     assert ds["geometry"]["chosen"] in ("stretch", "pad")
