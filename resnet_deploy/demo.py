@@ -18,9 +18,12 @@ from resnet_deploy.manifest import Preprocess
 from resnet_deploy.publish import atomic_path, sha256_file
 
 if TYPE_CHECKING:
-    from resnet_deploy.weights import LoadedModel
+    from resnet_deploy.models import ResNet
 
 NUM_CLASSES = 10
+#: the data the demo is trained, calibrated and evaluated on (``data.open_source`` picks the split)
+DATA = "digits"
+LABELS = [str(i) for i in range(NUM_CLASSES)]
 # Digits are 8x8; a 4x bilinear upscale gives the ResNet stem (stride 32 overall) a 1x1 final map.
 PREPROCESS = Preprocess(resize=32, crop=32)
 RECIPE = "v1"  # bump when anything below changes
@@ -38,12 +41,12 @@ def cache_dir() -> Path:
     return Path(base) / "resnet-deploy"
 
 
-def demo_model(arch: str) -> LoadedModel:
-    """The demo ``arch`` trained on digits, from the cache or trained now (tens of seconds)."""
+def trained_model(arch: str) -> tuple[ResNet, str]:
+    """The demo ``arch`` trained on digits (eval mode), from the cache or trained now (tens of seconds),
+    and the sha256 of its cached weights file. ``weights.load_model(arch, "demo")`` wraps it."""
     from safetensors.torch import load_file, save_file
 
     from resnet_deploy.models import build_model
-    from resnet_deploy.weights import LoadedModel
 
     import torch
 
@@ -61,8 +64,7 @@ def demo_model(arch: str) -> LoadedModel:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    return LoadedModel(model.eval(), arch, NUM_CLASSES, "demo", sha256_file(path), preprocess=PREPROCESS,
-                       labels=[str(i) for i in range(NUM_CLASSES)])
+    return model.eval(), sha256_file(path)
 
 
 def train(model) -> None:

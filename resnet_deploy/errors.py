@@ -1,4 +1,9 @@
-"""Typed errors. The library raises these; only the CLI turns them into exit codes."""
+"""Typed errors. The library raises these; only the CLI turns them into exit codes.
+
+Messages name the library's own parameters, in backquotes (```max_drop` must be >= 0``): that
+is what a Python caller passed. The CLI prints each backquoted name as the command's flag
+(``--max-drop``) where it has one (``cli.common.in_flags``).
+"""
 
 from __future__ import annotations
 

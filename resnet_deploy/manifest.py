@@ -1,4 +1,4 @@
-"""The artifact manifest: how to feed an artifact and how close it is to PyTorch (DESIGN.md).
+"""The artifact manifest: how to feed an artifact and how close it is to PyTorch (docs/user-guide.md, "The manifest").
 
 Written beside every artifact as ``<artifact>.json`` (``model.onnx`` -> ``model.onnx.json``) and,
 for ONNX, into ``metadata_props`` under the key ``resnet_deploy``. Standard library only: the

@@ -1,13 +1,16 @@
 """The ResNet family (He et al., 2015) with torchvision's module names, state_dict keys and numerics.
 
-Architecture as data: each variant is one line of ``ARCHS``. A torchvision checkpoint loads with
-strict keys and gives the same logits.
+Architecture as data: each variant is one row of ``archs.ARCHS`` (torch-free, so the CLIs can
+list the names without importing torch); ``ARCHS`` here is that table with the block classes. A
+torchvision checkpoint loads with strict keys and gives the same logits.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from resnet_deploy import archs
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -106,12 +109,9 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
+BLOCKS: dict[str, type[BasicBlock | Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 ARCHS: dict[str, tuple[type[BasicBlock | Bottleneck], list[int]]] = {
-    "resnet18": (BasicBlock, [2, 2, 2, 2]),
-    "resnet34": (BasicBlock, [3, 4, 6, 3]),
-    "resnet50": (Bottleneck, [3, 4, 6, 3]),
-    "resnet101": (Bottleneck, [3, 4, 23, 3]),
-    "resnet152": (Bottleneck, [3, 8, 36, 3]),
+    name: (BLOCKS[block], list(layers)) for name, (block, layers) in archs.ARCHS.items()
 }
 
 

@@ -3,7 +3,7 @@
 Both sessions see the same preprocessed images. Figures: top-1/top-5 of each (where labelled),
 top-1 drop in points, top-1 agreement, max abs logit difference (absolute and relative to the
 reference's largest logit) and the smallest per-sample cosine similarity. NaN or Inf in any
-output makes the comparison fail, never pass (shared/RELIABILITY.md #4).
+output makes the comparison fail, never pass (docs/reliability.md, promise 4).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class Gate:
     max_rel_diff: float | None = None  # max abs logit diff / max abs reference logit
 
 
-# DESIGN.md "Gates": defaults per artifact.
+# The gates per artifact (docs/user-guide.md): FP32 exact, FP16 near-exact, INT8 within a point.
 FP32_GATE = Gate(min_agreement=1.0, max_rel_diff=1e-3)
 FP16_GATE = Gate(min_agreement=0.995, max_drop=0.2)
 INT8_GATE = Gate(max_drop=1.0)

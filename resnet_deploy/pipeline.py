@@ -20,6 +20,7 @@ from typing import Any
 
 from resnet_deploy.errors import DeployError, MissingDependencyError, UsageError
 from resnet_deploy.publish import check_destination
+from resnet_deploy.weights import Weights
 
 Log = Callable[[str], None]
 
@@ -27,13 +28,15 @@ Log = Callable[[str], None]
 @dataclass(frozen=True)
 class PipelineConfig:
     arch: str = "resnet18"
-    weights: str | None = "demo"  # None: untrained (random, seed 0)
+    weights: Weights = Weights("demo")
     num_classes: int | None = None
     image_size: int | None = None  # None: the weights' preset (demo: 32), else 224
     resize: int | None = None
     max_batch: int = 64
-    calib_data: str = "digits"  # digits calibrate on their train split, evaluate on the held-out split
-    eval_data: str | None = "digits"
+    # None: the weights' own data (the demo's digits: train split to calibrate, held-out split to evaluate);
+    # calibration falls back to digits, evaluation must be named for other weights.
+    calib_data: str | None = None
+    eval_data: str | None = None
     calib_count: int = 512
     method: str = "entropy"
     max_drop: float = 1.0  # INT8 gate, top-1 points
@@ -42,6 +45,9 @@ class PipelineConfig:
     warmup_s: float = 0.5
     duration_s: float = 2.0
     threads: int | None = None  # CPU threads for onnxruntime and torch; None: the CPUs this process may use
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", Weights.parse(self.weights))  # a Python caller may pass any spelling
 
 
 @dataclass
@@ -92,15 +98,25 @@ def prepare_out_dir(out_dir: Path, arch: str, *, overwrite: bool) -> Path:
     return out_dir
 
 
+def resolve_config(config: PipelineConfig) -> PipelineConfig:
+    """``config`` with its defaults filled in: data from the weights (the demo's digits), threads from the machine."""
+    from resnet_deploy.benchmarks.environment import default_threads
+
+    own = config.weights.default_data
+    if config.eval_data is None and own is None:
+        raise UsageError(f"`eval_data` is required for weights other than demo ({config.weights}): labelled "
+                         "held-out images (class sub-folders) that every gate and the report measure on")
+    return replace(config, calib_data=config.calib_data or own or "digits", eval_data=config.eval_data or own,
+                   threads=config.threads or default_threads())
+
+
 def run_pipeline(out_dir: str | os.PathLike[str], *, config: PipelineConfig = PipelineConfig(),
                  overwrite: bool = False, log: Log = print, debug: bool = False) -> PipelineResult:
     """Run every stage into ``out_dir``; a missed gate stops the pipeline (GateError, exit 1)."""
-    from resnet_deploy.benchmarks.environment import default_threads
     from resnet_deploy.data import open_source
     from resnet_deploy.weights import load_model
 
-    if config.threads is None:
-        config = replace(config, threads=default_threads())
+    config = resolve_config(config)
     out = prepare_out_dir(Path(out_dir), config.arch, overwrite=overwrite)
     names = {k: out / v for k, v in artifact_names(config.arch).items()}
     calib = open_source(config.calib_data, split="train", count=config.calib_count)
@@ -208,8 +224,7 @@ def _benchmark(artifacts: list[Path], config: PipelineConfig, evaluation) -> lis
     from resnet_deploy.benchmarks.specs import ModelSpec, OpenOptions, file_spec, open_model
 
     options = OpenOptions(threads=config.threads, image_size=config.image_size, num_classes=config.num_classes)
-    weights = config.weights
-    torch_spec = ModelSpec("torch", f"torch:{config.arch}:{weights or 'random'}", arch=config.arch, weights=weights)
+    torch_spec = ModelSpec("torch", f"torch:{config.arch}:{config.weights}", arch=config.arch, weights=config.weights)
     reference = open_model(torch_spec, options=options)
     models = [reference] + [open_model(file_spec("trt" if p.suffix == ".plan" else "onnx", p), options=options)
                             for p in artifacts]
@@ -268,7 +283,7 @@ def write_reports(result: PipelineResult, config: PipelineConfig) -> None:
     env = result.reports[0].environment if result.reports else {}
     write_json(out / "report.json", {
         "format": "resnet-deploy-pipeline/1",
-        "config": {**asdict(config), "batches": list(config.batches)},
+        "config": {**asdict(config), "weights": config.weights.label, "batches": list(config.batches)},
         "stages": [asdict(s) for s in result.stages],
         "summary": result.summary,
         "benchmarks": [r.to_dict() for r in result.reports],
@@ -277,7 +292,7 @@ def write_reports(result: PipelineResult, config: PipelineConfig) -> None:
     plot_reports(result.reports, out / "throughput.png")
     top = result.summary[0]["batch"] if result.summary else None
     lines = [
-        f"# resnet-deploy pipeline: {config.arch}, weights {config.weights or 'random'}",
+        f"# resnet-deploy pipeline: {config.arch}, weights {config.weights}",
         "",
         f"Evaluation data: {result.reports[0].accuracy['data'] if result.reports and result.reports[0].accuracy else 'none'}; "
         f"calibration: {config.calib_data} ({config.calib_count} max, {config.method}).",

@@ -1,4 +1,4 @@
-"""Atomic publication of artifacts and hashing (shared/RELIABILITY.md #2).
+"""Atomic publication of artifacts and hashing (docs/reliability.md, promise 2).
 
 Every file the tool produces is written to a temporary file in the destination folder, fsynced
 and moved into place with ``os.replace``: a failure or a kill leaves the old file or nothing.
@@ -45,7 +45,7 @@ def check_destination(path: str | os.PathLike[str], *, overwrite: bool = False) 
     except OSError as exc:
         raise UsageError(f"{folder}: output folder is not writable ({exc.strerror})") from exc
     if path.exists() and not overwrite:
-        raise UsageError(f"{path}: already exists (pass --overwrite to replace it)")
+        raise UsageError(f"{path}: already exists (pass `overwrite=True` to replace it)")
     return path
 
 

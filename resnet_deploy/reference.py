@@ -34,11 +34,11 @@ class TorchSession(Session):
         if precision not in ("fp32", "fp16"):
             raise UsageError(f"precision must be fp32 or fp16, got {precision!r}")
         if device.startswith("cuda") and not torch.cuda.is_available():
-            raise UsageError("--device cuda: no CUDA device is visible to torch")
+            raise UsageError(f"`device` {device}: no CUDA device is visible to torch")
         if precision == "fp16" and not device.startswith("cuda"):
-            raise UsageError("--precision fp16 needs --device cuda")
+            raise UsageError("`precision` fp16 needs `device` cuda")
         if cuda_graph and not device.startswith("cuda"):
-            raise UsageError("--cuda-graph needs --device cuda")
+            raise UsageError("`cuda_graph` needs `device` cuda")
         if threads is not None:
             torch.set_num_threads(threads)
         self.threads = threads
@@ -108,26 +108,26 @@ def reference_from_manifest(manifest: Manifest, parent_path: str | os.PathLike[s
     import warnings
     from pathlib import Path
 
-    from resnet_deploy.weights import load_model
+    from resnet_deploy.weights import Weights, load_model
 
     where = str(parent_path) if parent_path is not None else "the artifact"
-    weights = (manifest.source or {}).get("weights")
-    if not weights:
-        raise UsageError(f"{where}: its manifest does not say which weights it came from; pass --reference")
-    if weights not in ("random", "demo") and not weights.startswith("torchvision"):
-        path = Path(weights)
+    weights = Weights.of(manifest)
+    if weights is None:
+        raise UsageError(f"{where}: its manifest does not say which weights it came from; pass a `reference`")
+    if weights.path is not None:
+        path = weights.path
         if not path.is_file() and not path.is_absolute() and parent_path is not None:
             path = Path(parent_path).parent / path
         if not path.is_file():
-            raise UsageError(f"{where}: the weights it was made from ({weights}) are not here; pass --reference")
-        weights = str(path)
+            raise UsageError(f"{where}: the weights it was made from ({weights}) are not here; pass a `reference`")
+        weights = Weights.parse(str(path))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "no --weights given": the manifest says the export was untrained
-        loaded = load_model(manifest.arch, None if weights == "random" else weights, num_classes=manifest.num_classes)
+        warnings.simplefilter("ignore")  # "no weights given": the manifest says the export was untrained
+        loaded = load_model(manifest.arch, weights, num_classes=manifest.num_classes)
     expected = manifest.source.get("weights_sha256")
     if expected and loaded.weights_sha256 != expected:
         raise UsageError(f"{where}: the weights {weights} differ from those it was made from "
-                         f"(sha256 {loaded.weights_sha256[:12]}..., manifest {expected[:12]}...); pass --reference")
+                         f"(sha256 {loaded.weights_sha256[:12]}..., manifest {expected[:12]}...); pass a `reference`")
     return TorchSession(loaded.model, image_size=manifest.preprocess.crop, manifest=None, device=device,
                         threads=threads)
 
@@ -151,6 +151,6 @@ def reference_or_parent(manifest: Manifest, onnx_parent_path: str | os.PathLike[
     except DeployError as exc:
         if manifest.precision != "fp32":
             raise
-        why = str(exc).removesuffix("; pass --reference")
+        why = str(exc).removesuffix("; pass a `reference`")
         session = OnnxRuntimeSession(onnx_parent_path, manifest=manifest, provider="cpu", threads=threads)
         return session, f"onnx-fp32 {Path(onnx_parent_path).name} (PyTorch weights not rebuilt: {why})"

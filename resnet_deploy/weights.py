@@ -1,8 +1,12 @@
 """Where weights come from: a checkpoint file, torchvision's enums, the demo model, or nothing.
 
-Loading never executes code from the input (shared/RELIABILITY.md #1): ``.pth`` files load with
-``torch.load(weights_only=True)`` and there is no silent retry without it; ``.safetensors`` hold
-tensors only. Key problems are summarised in one line that says what to do.
+``Weights`` is that choice as one typed value, parsed once where it enters (a CLI option, a
+``torch:ARCH:WEIGHTS`` spec, a manifest) and written back as its ``label``, which parses to the
+same value: what the manifest records loads again when typed back in. It imports no torch.
+
+Loading never executes code from the input (docs/reliability.md, promise 1): ``.pth`` files load
+with ``torch.load(weights_only=True)`` and there is no silent retry without it; ``.safetensors``
+hold tensors only. Key problems are summarised in one line that says what to do.
 """
 
 from __future__ import annotations
@@ -15,17 +19,85 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from resnet_deploy.archs import ARCHS
 from resnet_deploy.errors import DeployError, MissingDependencyError, UsageError
 from resnet_deploy.manifest import Preprocess
-from resnet_deploy.models import ARCHS, build_model
 from resnet_deploy.publish import sha256_file
 
 if TYPE_CHECKING:
     import torch
 
+    from resnet_deploy.manifest import Manifest
     from resnet_deploy.models import ResNet
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+#: the kinds of ``Weights``; the first three are also their labels
+KINDS = ("random", "demo", "torchvision", "file")
+
+
+@dataclass(frozen=True, eq=False)
+class Weights:
+    """Where a model's weights come from: ``random`` (seed 0), ``demo``, ``torchvision[:ENUM]`` or a file.
+
+    ``Weights.parse`` takes every spelling: None, "" and "random" (untrained), "demo",
+    "torchvision" (its DEFAULT enum), "torchvision:IMAGENET1K_V2" or
+    "torchvision:ResNet50_Weights.IMAGENET1K_V2", and anything else as a checkpoint path, kept as
+    written. ``label`` is what manifests, reports and ``torch:ARCH:WEIGHTS`` specs carry;
+    ``Weights.parse(w.label) == w`` for every value. Like a string enum, a value also equals its
+    spellings: ``Weights.parse("demo") == "demo"``.
+    """
+
+    kind: str  # one of KINDS
+    name: str | None = None  # torchvision: the enum ("DEFAULT", "IMAGENET1K_V2", "ResNet50_Weights.X"); file: the path
+
+    @classmethod
+    def parse(cls, value: Weights | str | os.PathLike[str] | None) -> Weights:
+        if isinstance(value, Weights):
+            return value
+        text = "" if value is None else os.fspath(value)
+        if text in ("", "random"):
+            return cls("random")
+        if text == "demo":
+            return cls("demo")
+        if text == "torchvision" or text.startswith("torchvision:"):
+            return cls("torchvision", text.partition(":")[2] or "DEFAULT")
+        return cls("file", text)
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> Weights | None:
+        """The weights an artifact's manifest says it was made from (None where it does not say)."""
+        label = (manifest.source or {}).get("weights")
+        return None if not label else cls.parse(label)
+
+    @property
+    def label(self) -> str:
+        if self.kind == "torchvision":
+            return f"torchvision:{self.name}"
+        return self.name if self.kind == "file" else self.kind
+
+    def __str__(self) -> str:
+        return self.label
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (str, os.PathLike)):
+            other = Weights.parse(other)
+        return isinstance(other, Weights) and (self.kind, self.name) == (other.kind, other.name)
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.name))
+
+    @property
+    def path(self) -> Path | None:
+        return Path(self.name) if self.kind == "file" else None
+
+    @property
+    def default_data(self) -> str | None:
+        """The data source these weights are calibrated and evaluated on when none is named: the demo's digits."""
+        if self.kind == "demo":
+            from resnet_deploy import demo
+
+            return demo.DATA
+        return None
 
 
 @dataclass
@@ -35,35 +107,40 @@ class LoadedModel:
     model: ResNet
     arch: str
     num_classes: int
-    weights: str  # "random", "demo", "torchvision:<enum>", or the checkpoint path
+    weights: Weights
     weights_sha256: str | None
     preprocess: Preprocess | None = None  # a preset the weights come with (torchvision, demo)
     labels: list[str] | None = None
     notes: list[str] = field(default_factory=list)
 
 
-def load_model(arch: str, weights: str | os.PathLike[str] | None, *, num_classes: int | None = None) -> LoadedModel:
-    """Build ``arch`` and load ``weights`` into it (None: random init, with a warning)."""
+def load_model(arch: str, weights: Weights | str | os.PathLike[str] | None, *,
+               num_classes: int | None = None) -> LoadedModel:
+    """Build ``arch`` and load ``weights`` into it (None or "random": seeded random init, with a warning)."""
+    from resnet_deploy.models import build_model
+
     if arch not in ARCHS:
-        raise UsageError(f"unknown arch {arch!r} (choose from {', '.join(ARCHS)})")
-    if weights is None:
+        raise UsageError(f"unknown `arch` {arch!r} (choose from {', '.join(ARCHS)})")
+    weights = Weights.parse(weights)
+    if weights.kind == "random":
         import torch
 
-        warnings.warn(f"no --weights given: exporting an untrained {arch} (random initialisation, seed 0)", stacklevel=2)
+        warnings.warn(f"no weights given: exporting an untrained {arch} (random initialisation, seed 0)", stacklevel=2)
         with torch.random.fork_rng():  # seeded, so the same command gives the same ONNX bytes
             torch.manual_seed(0)
             model = build_model(arch, num_classes=num_classes or 1000)
-        return LoadedModel(model, arch, num_classes or 1000, "random", state_digest(model))
-    text = str(weights)
-    if text == "demo":
+        return LoadedModel(model, arch, num_classes or 1000, weights, state_digest(model))
+    if weights.kind == "demo":
         from resnet_deploy import demo
 
         if num_classes not in (None, demo.NUM_CLASSES):
-            raise UsageError(f"--weights demo has {demo.NUM_CLASSES} classes; drop --num-classes {num_classes}")
-        return demo.demo_model(arch)
-    if text == "torchvision" or text.startswith("torchvision:"):
-        return _torchvision_model(arch, text.partition(":")[2] or "DEFAULT", num_classes)
-    path = Path(text)
+            raise UsageError(f"the demo weights have {demo.NUM_CLASSES} classes; drop `num_classes` {num_classes}")
+        model, digest = demo.trained_model(arch)
+        return LoadedModel(model, arch, demo.NUM_CLASSES, weights, digest, preprocess=demo.PREPROCESS,
+                           labels=list(demo.LABELS))
+    if weights.kind == "torchvision":
+        return _torchvision_model(arch, weights, num_classes)
+    path = weights.path
     state = read_state_dict(path)
     head = state.get("fc.weight")
     classes = num_classes or 1000
@@ -72,14 +149,28 @@ def load_model(arch: str, weights: str | os.PathLike[str] | None, *, num_classes
     if head is not None and head.shape[0] != classes:
         raise UsageError(
             f"{path}: the checkpoint's head has {head.shape[0]} classes, the model {classes}; "
-            f"use --num-classes {head.shape[0]}"
+            f"use `num_classes` {head.shape[0]}"
         )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # same names, other shapes
         detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).splitlines()[0])
         raise UsageError(f"{path}: weights do not fit {arch}: {detail[:200]}") from exc
-    return LoadedModel(model.eval(), arch, classes, str(path), sha256_file(path))
+    return LoadedModel(model.eval(), arch, classes, weights, sha256_file(path))
+
+
+def resolve_preprocess(loaded: LoadedModel, *, image_size: int | None = None, resize: int | None = None) -> Preprocess:
+    """The preprocessing ``loaded`` is fed with: its weights' preset, at ``image_size``/``resize`` where given.
+
+    A new ``image_size`` without ``resize`` keeps torchvision's 256/224 ratio.
+    """
+    preset = loaded.preprocess or Preprocess()
+    crop = image_size or preset.crop
+    if resize is None:
+        resize = preset.resize if image_size is None or image_size == preset.crop else round(crop * 256 / 224)
+    if crop < 32 or resize < crop:
+        raise UsageError(f"`image_size` {crop} / `resize` {resize}: need `image_size` >= 32 and `resize` >= `image_size`")
+    return Preprocess(resize=resize, crop=crop, mean=preset.mean, std=preset.std)
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -139,7 +230,7 @@ def check_keys(model: ResNet, state: dict[str, Any], *, arch: str, origin: str) 
     if not missing and not unexpected:
         return
     guess = guess_arch(got)
-    hint = f"; these weights look like {guess}: use --arch {guess}" if guess and guess != arch else ""
+    hint = f"; these weights look like {guess}: use `arch` {guess}" if guess and guess != arch else ""
     raise UsageError(
         f"{origin}: weights do not fit {arch}: {len(missing)} missing keys ({_few(missing)}), "
         f"{len(unexpected)} unexpected ({_few(unexpected)}){hint}"
@@ -152,7 +243,7 @@ def guess_arch(keys: set[str]) -> str | None:
               for i in range(1, 5)]
     bottleneck = any(".conv3." in k for k in keys)
     for name, (block, layers) in ARCHS.items():
-        if layers == blocks and (block.expansion == 4) == bottleneck:
+        if list(layers) == blocks and (block == "bottleneck") == bottleneck:
             return name
     return None
 
@@ -161,32 +252,37 @@ def _few(keys: list[str], n: int = 3) -> str:
     return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "") if keys else "none"
 
 
-def _torchvision_model(arch: str, enum_name: str, num_classes: int | None) -> LoadedModel:
+def _torchvision_model(arch: str, weights: Weights, num_classes: int | None) -> LoadedModel:
+    from resnet_deploy.models import build_model
+
     try:
         import torchvision
     except Exception as exc:  # ImportError, or the operator-registration error of a mismatched build
         raise MissingDependencyError(
-            f"--weights torchvision needs torchvision matching your torch ({str(exc).splitlines()[0]}); "
-            "or download the checkpoint and pass --weights FILE.pth"
+            f"torchvision weights need torchvision matching your torch ({str(exc).splitlines()[0]}); "
+            "or download the checkpoint and pass its file as `weights`"
         ) from exc
-    enum = f"{arch.replace('resnet', 'ResNet')}_Weights.{enum_name}"
+    family = f"{arch.replace('resnet', 'ResNet')}_Weights"
+    enum = weights.name if "." in weights.name else f"{family}.{weights.name}"
+    if enum.partition(".")[0] != family:
+        raise UsageError(f"torchvision weights {enum} are not {arch}'s ({family})")
     try:
         tv_weights = torchvision.models.get_weight(enum)
     except (ValueError, KeyError, AttributeError) as exc:
         raise UsageError(f"torchvision has no weights {enum}") from exc
     classes = len(tv_weights.meta["categories"])
     if num_classes not in (None, classes):
-        raise UsageError(f"torchvision weights {enum} have {classes} classes; drop --num-classes {num_classes}")
+        raise UsageError(f"torchvision weights {enum} have {classes} classes; drop `num_classes` {num_classes}")
     try:
         state = tv_weights.get_state_dict(progress=True)
     except Exception as exc:  # urllib/OSError: no network
-        raise DeployError(f"cannot download {enum} ({exc}); download it elsewhere and pass --weights FILE.pth") from exc
+        raise DeployError(f"cannot download {enum} ({exc}); download it elsewhere and pass its file as `weights`") from exc
     model = build_model(arch, num_classes=classes)
     model.load_state_dict(state, strict=True)
     t = tv_weights.transforms()
     preprocess = Preprocess(resize=int(t.resize_size[0]), crop=int(t.crop_size[0]),
                             mean=tuple(t.mean), std=tuple(t.std))
-    return LoadedModel(model.eval(), arch, classes, f"torchvision:{enum}", state_digest(model),
+    return LoadedModel(model.eval(), arch, classes, Weights("torchvision", enum), state_digest(model),
                        preprocess=preprocess, labels=list(tv_weights.meta["categories"]))
 
 

@@ -66,3 +66,105 @@ def demo18_uint8_onnx(demo18, artifacts) -> Path:
     path = artifacts / "demo18-uint8.onnx"
     onnx_from_torch(demo18, path, config=OnnxConfig(input_format="uint8"), eval_source=open_source("digits", split="eval"))
     return path
+
+
+# ------------------------------------------------------------------------------------ fakes vs. real interfaces
+
+STUBS = Path(__file__).resolve().parents[1] / "typings"
+
+
+def _stub_classes() -> dict[str, dict[str, list[list[str]] | None]]:
+    """{class: {member: [parameter lists of each overload] or None for attributes}} from tensorrt-stubs."""
+    import ast
+
+    tree = ast.parse((STUBS / "tensorrt_bindings" / "tensorrt.pyi").read_text(encoding="utf-8"))
+    classes: dict[str, dict[str, list[list[str]] | None]] = {}
+
+    def walk(body, prefix=""):
+        for node in body:
+            if isinstance(node, ast.ClassDef):
+                members = classes.setdefault(prefix + node.name, {})
+                for item in node.body:
+                    if isinstance(item, ast.FunctionDef):
+                        decorators = {ast.unparse(d) for d in item.decorator_list}
+                        if "property" in decorators or any(d.endswith(".setter") for d in decorators):
+                            members[item.name] = None
+                        else:
+                            params = [a.arg for a in item.args.args[1:]]  # without self
+                            members.setdefault(item.name, []).append(params)  # type: ignore[union-attr]
+                    elif isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                        members[item.target.id] = None
+                walk(node.body, prefix + node.name + ".")
+
+    walk(tree.body)
+    return classes
+
+
+@pytest.fixture(scope="session")
+def tensorrt_stub_mismatches():
+    """A function: the ways a fake ``tensorrt`` namespace differs from tensorrt-stubs (10.13), as lines.
+
+    Every class the fake exposes must exist in the stubs; every public method must exist there
+    with the same parameter names in the same order (one overload suffices), every public
+    attribute (class level or set in ``__init__``) as an attribute or property; the fake's enum
+    namespaces may hold only members the stubs' enum has. ``fake`` (what the tests record) and
+    underscore names are the fake's own.
+    """
+    import ast
+    import inspect
+    import textwrap
+    from types import SimpleNamespace
+
+    stubs = _stub_classes()
+    module_names = set((STUBS / "tensorrt" / "__init__.pyi").read_text(encoding="utf-8").split("'"))
+
+    def check(trt) -> list[str]:
+        problems = []
+        for name, value in vars(trt).items():
+            if name == "fake" or name.startswith("_") and name != "__version__":
+                continue
+            if name == "__version__":  # set by the wheel's __init__.py (tests/data/tensorrt_api), not in the stubs
+                continue
+            if name not in module_names and name not in stubs:
+                problems.append(f"tensorrt.{name}: not in the stubs")
+            elif isinstance(value, type):
+                problems += [f"{name}.{p}" for p in check_class(name, value)]
+            elif isinstance(value, SimpleNamespace):  # an enum
+                problems += [f"{name}.{m}: not a member" for m in vars(value) if m not in stubs.get(name, {})]
+        return problems
+
+    def check_class(name: str, cls: type) -> list[str]:
+        real = stubs.get(name)
+        if real is None:
+            return [": no such class"]
+        problems = []
+        instance_attrs = set()
+        for klass in cls.__mro__:
+            if klass is object or "__init__" not in vars(klass):
+                continue
+            source = textwrap.dedent(inspect.getsource(vars(klass)["__init__"]))
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self" \
+                        and isinstance(node.ctx, ast.Store):
+                    instance_attrs.add(node.attr)
+        members = {m: v for klass in reversed(cls.__mro__[:-1]) for m, v in vars(klass).items()}
+        for member in sorted(set(members) | instance_attrs):
+            if member.startswith("_") and member != "__init__":
+                continue
+            value = members.get(member)
+            if member == "__init__" and "__init__" not in real:
+                problems.append("__init__: TensorRT has no public constructor for it")
+            elif member not in real:
+                problems.append(f"{member}: not in the stubs")
+            elif inspect.isfunction(value):
+                params = list(inspect.signature(value).parameters)[1:]
+                overloads = real.get(member)
+                if overloads is None:
+                    problems.append(f"{member}: a method here, an attribute in the stubs")
+                elif params not in overloads:
+                    problems.append(f"{member}{tuple(params)}: the stubs have {' or '.join(map(str, map(tuple, overloads)))}")
+            elif real.get(member) is not None and not isinstance(value, property):
+                problems.append(f"{member}: an attribute here, a method in the stubs")
+        return problems
+
+    return check

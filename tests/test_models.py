@@ -55,3 +55,21 @@ def test_unknown_arch_and_bad_classes():
         build_model("resnet5")
     with pytest.raises(ValueError, match="num_classes"):
         build_model("resnet18", num_classes=0)
+
+
+def test_the_torch_free_arch_table_is_the_model_table_and_the_cli_choices():
+    import click
+
+    from resnet_deploy.archs import ARCH_NAMES
+    from resnet_deploy.archs import ARCHS as TABLE
+    from resnet_deploy.cli.bench import cli as bench
+    from resnet_deploy.cli.export import cli as export
+
+    assert list(ARCHS) == list(TABLE) == list(ARCH_NAMES)
+    for name, (block, layers) in TABLE.items():
+        assert ARCHS[name] == ({"basic": BasicBlock, "bottleneck": Bottleneck}[block], list(layers))
+    choices = [tuple(p.type.choices) for group in (bench, export) for cmd in group.commands.values()
+               for p in cmd.params if p.name in ("arch", "ref_arch", "archs")]
+    assert len(choices) >= 6 and all(c == ARCH_NAMES for c in choices)  # export onnx, pipeline; bench trt, onnx, torch, cpu-table
+    assert all(isinstance(p.type, click.Choice) for g in (bench, export) for c in g.commands.values()
+               for p in c.params if p.name in ("arch", "ref_arch", "archs"))

@@ -1,4 +1,4 @@
-"""Parity figures and gates; NaN or Inf never passes (RELIABILITY.md cases 4, 20, 21)."""
+"""Parity figures and gates; NaN or Inf never passes (docs/reliability.md, promise 4, cases 20 and 21)."""
 
 from __future__ import annotations
 

@@ -61,4 +61,4 @@ def test_pipeline_refuses_to_overwrite_before_any_work(pipeline_run):
 
 def test_pipeline_needs_eval_data_for_other_weights(tmp_path):
     r = CliRunner().invoke(cli, ["pipeline", "--weights", "random", "-o", str(tmp_path / "o")])
-    assert r.exit_code == 2 and "--eval-data is required" in r.output
+    assert r.exit_code == 2 and "Error: --eval-data is required for weights other than demo (random)" in r.output

@@ -1,4 +1,4 @@
-"""Atomic publication: a failure or a kill leaves the old file or nothing (RELIABILITY.md cases 7-9)."""
+"""Atomic publication: a failure or a kill leaves the old file or nothing (docs/reliability.md, cases 7-9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""shared/RELIABILITY.md cases that belong to no single module; the others are tested beside their code.
+"""docs/reliability.md cases that belong to no single module; the others are tested beside their code.
 
 Where each case is tested:
  1 unknown --arch ............... tests/cli/test_export_onnx.py, tests/test_weights.py

@@ -47,9 +47,9 @@ def check_gate(gate: Gate, *, source: DataSource | None, has_reference: bool) ->
     if gate.min_agreement is None and gate.max_drop is None:
         return
     if source is None:
-        raise UsageError("--max-drop/--min-agreement need --data to measure on")
+        raise UsageError("`max_drop`/`min_agreement` need `data` to measure on")
     if not has_reference:
-        raise UsageError("--max-drop/--min-agreement need a reference: --reference REF, or an artifact with a manifest")
+        raise UsageError("`max_drop`/`min_agreement` need a `reference`, or an artifact with a manifest")
 
 
 def parity_batch(session: Session) -> int:
@@ -81,7 +81,7 @@ def check_same_classes(opened: Opened, reference: Opened, source: DataSource) ->
     n_ref = reference.session.run(batch.as_input(reference.session.input_dtype, pp)).shape[1]
     if n_out != n_ref:
         raise UsageError(f"{opened.label} outputs {n_out} classes but its reference {reference.label} {n_ref}: "
-                         "not the same model (pass --reference, or --num-classes for a checkpoint)")
+                         "not the same model (pass a `reference`, or `num_classes` for a checkpoint)")
 
 
 def measure(opened: Opened, *, source: DataSource, reference: Opened | None,

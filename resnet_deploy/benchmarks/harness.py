@@ -49,9 +49,9 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         if self.warmup_s < 0 or self.duration_s <= 0:
-            raise UsageError(f"--warmup must be >= 0 and --duration > 0 seconds (got {self.warmup_s}, {self.duration_s})")
+            raise UsageError(f"`warmup_s` must be >= 0 and `duration_s` > 0 seconds (got {self.warmup_s}, {self.duration_s})")
         if self.iterations is not None and self.iterations < 1:
-            raise UsageError(f"--iterations must be at least 1, got {self.iterations}")
+            raise UsageError(f"`iterations` must be at least 1, got {self.iterations}")
         if not self.batches or min(self.batches) < 1:
             raise UsageError(f"batch sizes must be positive, got {list(self.batches)}")
 
@@ -82,7 +82,7 @@ class Run:
         return self.batch * self.iterations / self.wall_s
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``runs[]`` entry of the benchmark report (DESIGN.md)."""
+        """The ``runs[]`` entry of the benchmark report (docs/measurements.md)."""
         return {
             "batch": self.batch,
             "throughput_ips": self.throughput_ips,
@@ -191,7 +191,7 @@ def input_shape(session: Session, batch: int) -> tuple[int, ...]:
     if any(d is None for d in shape):
         manifest = session.manifest
         if manifest is None or any(d is None or d < 1 for d in manifest.input.shape[1:]):
-            raise UsageError("the model's input size is dynamic and it has no manifest: pass --data to time real inputs")
+            raise UsageError("the model's input size is dynamic and it has no manifest: pass `data` to time real inputs")
         shape = list(manifest.input.shape[1:])
     return (batch, *shape)
 

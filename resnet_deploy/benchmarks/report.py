@@ -1,6 +1,6 @@
-"""The benchmark report (DESIGN.md "Benchmark report"): its JSON, a check of its schema, and its tables.
+"""The benchmark report (docs/measurements.md, "The benchmark report"): its JSON, a check of its schema, and its tables.
 
-Extra keys beyond DESIGN.md's (``wall_s``, latency ``min``/``max``, ``timing``, parity ``count``,
+Extra keys beyond the documented ones (``wall_s``, latency ``min``/``max``, ``timing``, parity ``count``,
 environment ``load_avg`` ...) are additions, never renames: a reader of the documented schema
 finds every documented key with its documented type.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from resnet_deploy.benchmarks.harness import Run
 
-#: DESIGN.md's keys and their JSON types; "number?" allows null
+#: the documented keys and their JSON types; "number?" allows null
 SCHEMA: dict[str, Any] = {
     "backend": "string", "device": "string", "model": "string", "precision": "string",
     "runs": [{"batch": "integer", "throughput_ips": "number",
@@ -50,7 +50,7 @@ class Report:
 
 
 def schema_problems(obj: Any, schema: Any = SCHEMA, where: str = "report") -> list[str]:
-    """Where ``obj`` (parsed JSON) departs from DESIGN.md's report schema; empty when it conforms."""
+    """Where ``obj`` (parsed JSON) departs from the documented report schema; empty when it conforms."""
     if isinstance(schema, list):
         if not isinstance(obj, list) or not obj:
             return [f"{where}: expected a non-empty list"]

@@ -18,13 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from resnet_deploy.archs import ARCH_NAMES
 from resnet_deploy.errors import UsageError
 from resnet_deploy.manifest import Manifest, Preprocess
+from resnet_deploy.runtime.backends import ENGINE_SUFFIXES
+from resnet_deploy.weights import Weights
 
 if TYPE_CHECKING:
     from resnet_deploy.runtime.session import Session
 
-_TRT_SUFFIXES = (".plan", ".engine", ".trt")
 _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 BACKENDS = {"onnx": "onnxruntime", "trt": "tensorrt", "torch": "torch"}
 
@@ -35,7 +37,7 @@ class ModelSpec:
     text: str  # as the user wrote it; the label in tables
     path: Path | None = None
     arch: str | None = None
-    weights: str | None = None  # torch only: PATH | demo | torchvision[:ENUM]; None = untrained
+    weights: Weights | None = None  # torch only; None for the other kinds
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,9 @@ def parse_spec(text: str) -> ModelSpec:
     head, sep, rest = text.partition(":")
     if sep and head == "torch":
         arch, _, weights = rest.partition(":")  # weights may hold ':' itself (torchvision:ENUM)
-        from resnet_deploy.models import ARCHS  # torch is needed to run this spec anyway
-
-        if arch not in ARCHS:
-            raise UsageError(f"{text}: unknown arch {arch!r} (torch:ARCH[:WEIGHTS], ARCH one of {', '.join(ARCHS)})")
-        return ModelSpec("torch", text, arch=arch, weights=weights or None)
+        if arch not in ARCH_NAMES:
+            raise UsageError(f"{text}: unknown arch {arch!r} (torch:ARCH[:WEIGHTS], ARCH one of {', '.join(ARCH_NAMES)})")
+        return ModelSpec("torch", text, arch=arch, weights=Weights.parse(weights))
     if sep and head in ("onnx", "trt"):
         kind, path = head, Path(rest)
     else:
@@ -89,7 +89,7 @@ def parse_spec(text: str) -> ModelSpec:
         suffix = path.suffix.lower()
         if suffix == ".onnx":
             kind = "onnx"
-        elif suffix in _TRT_SUFFIXES:
+        elif suffix in ENGINE_SUFFIXES:
             kind = "trt"
         elif suffix in _CHECKPOINT_SUFFIXES:
             kind = "checkpoint"
@@ -119,7 +119,7 @@ def open_model(spec: ModelSpec, *, options: OpenOptions = OpenOptions()) -> Open
         device = "cpu" if options.provider == "cpu" else f"cuda (onnxruntime {options.provider} provider)"
         return _opened(spec, session, device)
     if spec.kind == "trt":
-        from resnet_deploy.runtime.session import open_session
+        from resnet_deploy.runtime import open_session
 
         kwargs = {"allow_unverified": True} if options.allow_unverified else {}
         session = open_session(spec.path, backend="tensorrt", cuda_graph=options.cuda_graph, **kwargs)
@@ -149,18 +149,18 @@ def check_torch_device(device: str) -> None:
     import torch
 
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise UsageError(f"--device must be cpu or cuda, got {device!r}")
+        raise UsageError(f"`device` must be cpu or cuda, got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: no CUDA device is visible to torch (this torch is "
-                         f"{torch.__version__}; install a CUDA build on a GPU host, or use --device cpu)")
+        raise UsageError(f"`device` {device}: no CUDA device is visible to torch (this torch is "
+                         f"{torch.__version__}; install a CUDA build on a GPU host, or use `device` cpu)")
 
 
 def open_torch(spec: ModelSpec, loaded, *, options: OpenOptions) -> Opened:
     """A TorchSession over a loaded model, fed as its weights' preset (or ``options.image_size``) says."""
-    from resnet_deploy.export.onnx import OnnxConfig, resolve_preprocess
     from resnet_deploy.reference import TorchSession
+    from resnet_deploy.weights import resolve_preprocess
 
-    pp = resolve_preprocess(loaded, OnnxConfig(image_size=options.image_size))
+    pp = resolve_preprocess(loaded, image_size=options.image_size)
     kwargs = {"cuda_graph": True} if options.cuda_graph else {}
     session = TorchSession(loaded.model, image_size=pp.crop, device=options.device, precision=options.precision,
                            channels_last=options.channels_last, threads=options.threads, **kwargs)
@@ -173,7 +173,7 @@ def open_torch(spec: ModelSpec, loaded, *, options: OpenOptions) -> Opened:
 
 
 def open_reference(text: str | None, *, candidate: Opened, options: OpenOptions, arch: str | None = None,
-                   weights: str | None = None) -> Opened | None:
+                   weights: Weights | str | None = None) -> Opened | None:
     """The model ``candidate`` is compared with, or None when there is none to compare with.
 
     ``text`` is a spec, a checkpoint, or "none". Without it: ``arch``/``weights`` when given, else
@@ -188,8 +188,8 @@ def open_reference(text: str | None, *, candidate: Opened, options: OpenOptions,
         return None
     if text is None:
         if arch is not None:
-            return open_model(ModelSpec("torch", f"torch:{arch}:{weights or 'random'}", arch=arch, weights=weights),
-                              options=ref_options)
+            given = Weights.parse(weights)
+            return open_model(ModelSpec("torch", f"torch:{arch}:{given}", arch=arch, weights=given), options=ref_options)
         manifest = candidate.manifest
         if manifest is None or candidate.spec.kind == "torch":
             return None
@@ -197,9 +197,9 @@ def open_reference(text: str | None, *, candidate: Opened, options: OpenOptions,
 
         check_torch_device(options.device)
         session = reference_from_manifest(manifest, candidate.spec.path, device=options.device, threads=options.threads)
-        weights = manifest.source.get("weights")
-        label = f"torch:{manifest.arch}:{weights} (from the manifest)"
-        return Opened(ModelSpec("torch", label, arch=manifest.arch, weights=weights), session, candidate.preprocess,
+        recorded = Weights.of(manifest)
+        label = f"torch:{manifest.arch}:{recorded} (from the manifest)"
+        return Opened(ModelSpec("torch", label, arch=manifest.arch, weights=recorded), session, candidate.preprocess,
                       "fp32", options.device)
     spec = parse_spec(text)
     if spec.kind != "checkpoint":
@@ -210,10 +210,11 @@ def open_reference(text: str | None, *, candidate: Opened, options: OpenOptions,
     state = read_state_dict(spec.path)
     arch = arch or (candidate.manifest.arch if candidate.manifest else None) or guess_arch(set(state))
     if arch is None:
-        raise UsageError(f"{spec.path}: cannot tell its arch from its keys; pass --arch")
+        raise UsageError(f"{spec.path}: cannot tell its arch from its keys; pass `arch`")
     head = state.get("fc.weight")
     num_classes = options.num_classes or (None if head is None else int(head.shape[0]))
     del state
-    loaded = load_model(arch, str(spec.path), num_classes=num_classes)
-    return open_torch(ModelSpec("torch", f"torch:{arch}:{spec.path}", arch=arch, weights=str(spec.path)), loaded,
+    checkpoint = Weights.parse(str(spec.path))
+    loaded = load_model(arch, checkpoint, num_classes=num_classes)
+    return open_torch(ModelSpec("torch", f"torch:{arch}:{checkpoint}", arch=arch, weights=checkpoint), loaded,
                       options=ref_options)

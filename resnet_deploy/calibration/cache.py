@@ -5,7 +5,7 @@ placement), and the per-layer sensitivity ranking of the accuracy fallback. The 
 sha256 over the parent ONNX's sha256, the calibration set's sha256 (over the preprocessed
 samples), the method, the target, the calibration batch size, the layers kept in high
 precision, the high-precision type and the quantizer's version, so a result is reused only
-when model, data and method all match (shared/RELIABILITY.md #5). The gate always runs again.
+when model, data and method all match (docs/reliability.md, promise 5). The gate always runs again.
 
 Location: ``<cache dir>/calibration`` (``RESNET_DEPLOY_CACHE``, else the user cache folder).
 Entries are written atomically; an unreadable entry is deleted and recomputed; the folder is

@@ -2,7 +2,7 @@
 
 Why not the TensorRT graph on CPUs: onnxruntime's fast int8 kernels (QLinearConv over VNNI) want
 asymmetric uint8 activations; symmetric int8 activations run slower than FP32 there and
-ModelOpt's graph slower still (DESIGN.md "Measured"). On this layout ORT fuses every Conv, Add
+ModelOpt's graph slower still (docs/measurements.md, the CPU table). On this layout ORT fuses every Conv, Add
 and the classifier into QLinearConv/QLinearAdd/QGemm.
 
 ``reduce_range`` stays off: it exists for AVX2 CPUs without VNNI, whose u8*s8 instruction can
@@ -19,26 +19,25 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from resnet_deploy.calibration.targets import TARGETS
 from resnet_deploy.calibration.workspace import tool_scope
-from resnet_deploy.errors import DeployError, UsageError, require
+from resnet_deploy.errors import DeployError, require
 
 if TYPE_CHECKING:
     import onnx
 
     from resnet_deploy.calibration.readers import SetReader
 
-METHODS = ("entropy", "max", "percentile")
 _INSTALL = "pip install onnxruntime-gpu (it also runs on CPUs), or onnxruntime on a CPU-only host"
 
 
 def quantize_cpu(parent: Path, reader: SetReader, output: Path, *, method: str, exclude: Sequence[str] = (),
-                 debug: bool = False) -> None:
+                 high_precision: str = "fp32", debug: bool = False) -> None:
     """Write ``parent`` with U8S8 QDQ to ``output``, calibrated on ``reader``; ``exclude`` stays FP32.
 
     ``parent`` must sit in a private work folder (the quantizer writes ``<name>-inferred.onnx`` beside it).
     """
-    if method not in METHODS:
-        raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    TARGETS["cpu"].check_options(method=method, high_precision=high_precision)
     require("onnxruntime.quantization", install=_INSTALL)
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -130,9 +129,10 @@ def _drop_unread_qdq(graph) -> None:
         graph.initializer.remove(init)
 
 
-def check_cpu_qdq(model: onnx.ModelProto) -> dict[str, int]:
+def check_cpu_qdq(model: onnx.ModelProto, *, excluded: Sequence[str] = ()) -> dict[str, int]:  # noqa: ARG001
     """Raise DeployError unless ``model`` is U8S8 QDQ: uint8 activations, int8 weights with zero point 0 per
-    channel, float graph outputs."""
+    channel, float graph outputs. (``excluded``: the target table's common signature; every check here holds
+    whichever layers were left in FP32.)"""
     from onnx import numpy_helper
 
     graph = model.graph

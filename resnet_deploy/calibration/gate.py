@@ -27,6 +27,7 @@ import numpy as np
 from resnet_deploy.calibration.cache import CalibrationCache, default_cache_dir
 from resnet_deploy.calibration.readers import calibration_batch_size
 from resnet_deploy.calibration.sensitivity import LayerSensitivity, layer_sensitivity
+from resnet_deploy.calibration.targets import TARGETS
 from resnet_deploy.calibration.workspace import onnxruntime_log_severity
 from resnet_deploy.errors import GateError, UsageError
 from resnet_deploy.manifest import package_versions
@@ -37,9 +38,6 @@ if TYPE_CHECKING:
     from resnet_deploy.calibration.readers import CalibrationSet
     from resnet_deploy.data import DataSource
     from resnet_deploy.manifest import Manifest
-
-TARGETS = ("tensorrt", "cpu")
-METHODS = ("entropy", "max", "percentile")
 
 
 @dataclass(frozen=True)
@@ -63,24 +61,12 @@ class Int8Config:
     def validate(self) -> None:
         """Raise UsageError for a bad option, before any work."""
         if self.target not in TARGETS:
-            raise UsageError(f"--target must be one of {', '.join(TARGETS)}, got {self.target!r}")
-        if self.method not in METHODS:
-            raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.target == "tensorrt":
-            from resnet_deploy.calibration.tensorrt import HIGH_PRECISION
-            from resnet_deploy.calibration.tensorrt import METHODS as TRT_METHODS
-
-            if self.method not in TRT_METHODS:
-                raise UsageError(f"--method {self.method} is not supported for --target tensorrt: ModelOpt's INT8 "
-                                 f"calibrators are {' and '.join(TRT_METHODS)} (use --target cpu for percentile)")
-            if self.high_precision not in HIGH_PRECISION:
-                raise UsageError(f"--high-precision must be fp32 or fp16, got {self.high_precision!r}")
-        elif self.high_precision != "fp32":
-            raise UsageError("--high-precision fp16 applies to --target tensorrt; the cpu target keeps FP32")
+            raise UsageError(f"`target` must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        TARGETS[self.target].check_options(method=self.method, high_precision=self.high_precision)
         if self.gate.max_drop is not None and self.gate.max_drop < 0:
-            raise UsageError(f"--max-drop must be >= 0, got {self.gate.max_drop}")
+            raise UsageError(f"`max_drop` must be >= 0, got {self.gate.max_drop}")
         if self.max_kept is not None and self.max_kept < 0:
-            raise UsageError(f"--max-kept must be >= 0, got {self.max_kept}")
+            raise UsageError(f"`max_kept` must be >= 0, got {self.max_kept}")
         if self.sensitivity_samples < 1:
             raise UsageError("sensitivity_samples must be at least 1")
 
@@ -148,7 +134,7 @@ def quantize_to_gate(parent: Path, parent_sha256: str, manifest: Manifest, cset:
     if not first.failures:
         return GateResult(path, first.parity, [], attempts, structure, seconds=seconds)
     if config.max_kept == 0:
-        raise _gate_error(attempts, config, "the fallback is off (--max-kept 0)")
+        raise _gate_error(attempts, config, "the fallback is off (`max_kept` 0)")
     t0 = time.perf_counter()
     ranking = _sensitivity(parent, path, cset, manifest, config, cache, key_parts, say)
     seconds["sensitivity_s"] = time.perf_counter() - t0
@@ -187,28 +173,15 @@ def _quantized(parent: Path, cset: CalibrationSet, manifest: Manifest, path: Pat
         except Exception:  # protobuf's DecodeError, OSError, or DeployError from the check: calibrate again
             path.unlink(missing_ok=True)
     reader = cset.reader(manifest, batch_size=batch)
-    if config.target == "tensorrt":
-        from resnet_deploy.calibration.tensorrt import quantize_tensorrt
-
-        quantize_tensorrt(parent, reader, path, method=config.method, exclude=kept,
-                          high_precision=config.high_precision, debug=debug)
-    else:
-        from resnet_deploy.calibration.cpu import quantize_cpu
-
-        quantize_cpu(parent, reader, path, method=config.method, exclude=kept, debug=debug)
+    TARGETS[config.target].quantize(parent, reader, path, method=config.method, exclude=kept,
+                                    high_precision=config.high_precision, debug=debug)
     structure = _check(onnx.load(str(path)), config.target, kept)
     cache.store_model(key, path)
     return False, structure
 
 
 def _check(model, target: str, kept: list[str]) -> dict[str, int]:
-    if target == "tensorrt":
-        from resnet_deploy.calibration.tensorrt import check_tensorrt_qdq
-
-        return check_tensorrt_qdq(model, excluded=kept)
-    from resnet_deploy.calibration.cpu import check_cpu_qdq
-
-    return check_cpu_qdq(model)
+    return TARGETS[target].check(model, excluded=kept)
 
 
 def _evaluate(reference: Session, path: Path, manifest: Manifest, source: DataSource, *, target: str,
@@ -248,8 +221,7 @@ def _sensitivity(parent: Path, quantized: Path, cset: CalibrationSet, manifest: 
 
 
 def _quantizer_versions(target: str) -> dict[str, str]:
-    names = ("nvidia-modelopt", "onnxruntime-gpu", "onnxruntime") if target == "tensorrt" else ("onnxruntime-gpu", "onnxruntime")
-    return package_versions(*names)
+    return package_versions(*TARGETS[target].packages)
 
 
 class RecordedSession(Session):
@@ -275,25 +247,3 @@ class RecordedSession(Session):
 
     def close(self) -> None:
         self.inner.close()
-
-
-def evaluation_source(manifest: Manifest, eval_source: DataSource | None, *, what: str) -> DataSource:
-    """``eval_source``, or digits:eval for the demo weights; other models must name their evaluation data."""
-    if eval_source is not None:
-        return eval_source
-    if (manifest.source or {}).get("weights") == "demo":
-        from resnet_deploy.data import open_source
-
-        return open_source("digits", split="eval")
-    raise UsageError(f"{what} needs evaluation data for its accuracy gate: pass --eval-data (an image folder with "
-                     "class sub-folders, a labelled .npz, or 'digits')")
-
-
-def require_labels(source: DataSource, manifest: Manifest) -> None:
-    """A top-1 drop needs labels: check the first sample before any expensive work."""
-    for batch in source.batches(manifest.preprocess, batch_size=1):
-        if batch.labels is None:
-            raise UsageError(f"{source.description}: has no labels; the INT8 gate measures a top-1 drop "
-                             "(use class sub-folders or an .npz with 'labels')")
-        return
-    raise UsageError(f"{source.description}: no decodable samples to evaluate on")

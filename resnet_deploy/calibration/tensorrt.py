@@ -22,18 +22,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from resnet_deploy.calibration.targets import TARGETS
 from resnet_deploy.calibration.workspace import tool_scope
-from resnet_deploy.errors import DeployError, UsageError, require
+from resnet_deploy.errors import DeployError, require
 
 if TYPE_CHECKING:
     import onnx
 
     from resnet_deploy.calibration.readers import SetReader
 
-# ModelOpt 0.47's INT8 path knows two calibrators: "entropy", and anything else becomes MinMax
-# (symmetric, which is "max"). A percentile request would silently become max: refused instead.
-METHODS = ("entropy", "max")
-HIGH_PRECISION = ("fp32", "fp16")
 _INSTALL = "pip install 'nvidia-modelopt[onnx]'"
 
 
@@ -44,11 +41,7 @@ def quantize_tensorrt(parent: Path, reader: SetReader, output: Path, *, method: 
     ``exclude``: node names kept in ``high_precision`` (exact names, not patterns). ``parent`` and
     ``output`` must sit in a private work folder: ModelOpt writes intermediate files beside them.
     """
-    if method not in METHODS:
-        raise UsageError(f"--method {method} is not supported for --target tensorrt: ModelOpt's INT8 calibrators "
-                         f"are {' and '.join(METHODS)} (use --target cpu for percentile)")
-    if high_precision not in HIGH_PRECISION:
-        raise UsageError(f"--high-precision must be fp32 or fp16, got {high_precision!r}")
+    TARGETS["tensorrt"].check_options(method=method, high_precision=high_precision)
     require("modelopt.onnx.quantization", install=_INSTALL)
     from modelopt.onnx.quantization import quantize
 

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import click
 
+from resnet_deploy.archs import ARCH_NAMES
 from resnet_deploy.cli.common import CONTEXT_SETTINGS, Group, batch_list, debug_option, group_setup, progress, table
-
-ARCHS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 
 
 @click.group(cls=Group, context_settings=CONTEXT_SETTINGS)
@@ -55,7 +54,7 @@ def timing_options(f: Callable) -> Callable:
         click.option("--min-agreement", type=click.FloatRange(0, 100), default=None, metavar="PERCENT",
                      help="Gate: exit 1 if fewer than this percent of top-1 answers agree with the reference."),
         click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     metavar="OUT", help="Write the report as JSON (DESIGN.md schema)."),
+                     metavar="OUT", help="Write the report as JSON (schema: docs/measurements.md)."),
         click.option("--plot", "plot_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      metavar="OUT.png", help="Plot throughput against batch and the latency distribution."),
         debug_option,
@@ -67,7 +66,7 @@ def timing_options(f: Callable) -> Callable:
 def reference_pair_options(f: Callable) -> Callable:
     f = click.option("--weights", "ref_weights", default=None, metavar="PATH|torchvision|demo",
                      help="With --arch: the reference's weights.")(f)
-    f = click.option("--arch", "ref_arch", type=click.Choice(ARCHS), default=None,
+    f = click.option("--arch", "ref_arch", type=click.Choice(ARCH_NAMES), default=None,
                      help="The PyTorch reference's arch (with --weights), instead of --reference.")(f)
     return f
 
@@ -150,6 +149,21 @@ def _single(opened, *, reference_text, ref_arch, ref_weights, options, config, s
         click.echo(f"wrote {plot_out}")
 
 
+def _bench_file(kind, path, open_options, *, timing, threads, data, count, reference, ref_arch, ref_weights, gate,
+                json_out, plot_out) -> None:
+    """``resnet-bench trt|onnx PATH``: open the file with ``open_options`` and benchmark it."""
+    from resnet_deploy.benchmarks.specs import OpenOptions, file_spec, open_model
+
+    config, source = _prepare(json_out, plot_out, data, count, _timing_kwargs(*timing))
+    threads = _threads(threads)
+    options = OpenOptions(threads=threads, **open_options)
+    opened = open_model(file_spec(kind, path), options=options)
+    with opened.session:
+        _single(opened, reference_text=reference, ref_arch=ref_arch, ref_weights=ref_weights, options=options,
+                config=config, source=source, gate=gate, threads=threads, cuda_graph=options.cuda_graph,
+                json_out=json_out, plot_out=plot_out)
+
+
 def _note_disturbed(reports) -> None:
     """Say so when other processes took CPU during a timed run: those figures understate the model."""
     busy = [f"{rep.model} batch {run.batch}: {run.other_load_cores:.2f} cores"
@@ -195,15 +209,9 @@ def trt_cmd(plan, cuda_graph, allow_unverified, ref_arch, ref_weights, batches, 
     Example:
       resnet-bench trt model.plan --batch 1,8,32 --cuda-graph --data digits --json trt.json
     """
-    from resnet_deploy.benchmarks.specs import OpenOptions, file_spec, open_model
-
-    config, source = _prepare(json_out, plot_out, data, count, _timing_kwargs(batches, warmup, duration, iterations))
-    threads = _threads(threads)
-    options = OpenOptions(threads=threads, cuda_graph=cuda_graph, allow_unverified=allow_unverified)
-    opened = open_model(file_spec("trt", plan), options=options)
-    with opened.session:
-        _single(opened, reference_text=reference, ref_arch=ref_arch, ref_weights=ref_weights, options=options,
-                config=config, source=source, gate=(max_drop, min_agreement), threads=threads, cuda_graph=cuda_graph,
+    _bench_file("trt", plan, {"cuda_graph": cuda_graph, "allow_unverified": allow_unverified},
+                timing=(batches, warmup, duration, iterations), threads=threads, data=data, count=count,
+                reference=reference, ref_arch=ref_arch, ref_weights=ref_weights, gate=(max_drop, min_agreement),
                 json_out=json_out, plot_out=plot_out)
 
 
@@ -221,20 +229,14 @@ def onnx_cmd(model, provider, ref_arch, ref_weights, batches, warmup, duration, 
     Example:
       resnet-bench onnx resnet50.int8.onnx --batch 1,8 --threads 2 --data digits --max-drop 1.0
     """
-    from resnet_deploy.benchmarks.specs import OpenOptions, file_spec, open_model
-
-    config, source = _prepare(json_out, plot_out, data, count, _timing_kwargs(batches, warmup, duration, iterations))
-    threads = _threads(threads)
-    options = OpenOptions(threads=threads, provider=provider)
-    opened = open_model(file_spec("onnx", model), options=options)
-    with opened.session:
-        _single(opened, reference_text=reference, ref_arch=ref_arch, ref_weights=ref_weights, options=options,
-                config=config, source=source, gate=(max_drop, min_agreement), threads=threads, cuda_graph=False,
+    _bench_file("onnx", model, {"provider": provider},
+                timing=(batches, warmup, duration, iterations), threads=threads, data=data, count=count,
+                reference=reference, ref_arch=ref_arch, ref_weights=ref_weights, gate=(max_drop, min_agreement),
                 json_out=json_out, plot_out=plot_out)
 
 
 @cli.command("torch")
-@click.option("--arch", type=click.Choice(ARCHS), default="resnet50", show_default=True, help="ResNet variant.")
+@click.option("--arch", type=click.Choice(ARCH_NAMES), default="resnet50", show_default=True, help="ResNet variant.")
 @click.option("--weights", default=None, metavar="PATH|torchvision|demo",
               help="A .pth/.safetensors state_dict, torchvision's weights, or the built-in demo. Default: untrained.")
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Head size (default: the checkpoint's).")
@@ -356,7 +358,7 @@ def compare_cmd(specs, provider, device, cuda_graph, baseline, batches, warmup, 
               help="Interleaved rounds; each figure is the median over rounds.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True, metavar="S",
               help="Timed seconds per model, batch and round.")
-@click.option("--arch", "archs", multiple=True, type=click.Choice(ARCHS), default=("resnet18", "resnet50"),
+@click.option("--arch", "archs", multiple=True, type=click.Choice(ARCH_NAMES), default=("resnet18", "resnet50"),
               show_default=True, help="Archs to include (repeat the option).")
 @click.option("--batch", "batches", callback=batch_list, default="1,8", show_default=True, help="Batch sizes.")
 @debug_option
@@ -367,7 +369,7 @@ def cpu_table_cmd(out_dir, threads, rounds, duration, archs, batches, debug):
     Example:
       resnet-bench cpu-table --out /tmp/cpu-table --threads 2
     """
-    from resnet_deploy.benchmarks.cpu_table import TableConfig, cpu_table
+    from resnet_deploy.cpu_table import TableConfig, cpu_table
 
     result = cpu_table(out_dir, config=TableConfig(threads=threads, rounds=rounds, duration_s=duration,
                                                    archs=tuple(archs), batches=tuple(batches)), log=click.echo)

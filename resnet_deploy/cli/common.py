@@ -7,6 +7,7 @@ The library raises typed errors; only here do they become one line on stderr and
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -29,7 +30,8 @@ class Group(click.Group):
         except DeployError as exc:
             if debug:
                 raise
-            click.secho(f"Error: {exc}", fg="red", err=True)
+            click.secho(f"Error: {in_flags(exc, self.get_command(ctx, ctx.invoked_subcommand or ''))}", fg="red",
+                        err=True)
             ctx.exit(exc.exit_code)
         except OSError as exc:  # disk full, permissions, I/O errors during the work
             if debug:
@@ -40,6 +42,49 @@ class Group(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted; nothing was published.", err=True)
             ctx.exit(130)
+
+
+#: library parameters whose option is named otherwise (a data *source* is given as a data *spec*, SRC)
+LIBRARY_ALIASES = {"eval_source": "eval_data", "calib_source": "calib_data", "source": "data"}
+
+
+def in_flags(exc: DeployError, command: click.Command | None) -> str:
+    """``exc``'s message with each backquoted library parameter written as ``command``'s flag.
+
+    ```max_drop` must be >= 0`` becomes ``--max-drop must be >= 0`` where the command has an
+    option for ``max_drop`` (its parameter, or its flag spelled with underscores); ```overwrite=True```
+    becomes ``--overwrite`` and ```simplify=False``` ``--no-simplify`` for on/off flags. A name the
+    command has no option for loses its backquotes only.
+    """
+    flags = {}
+    for param in (command.params if command else []):
+        if isinstance(param, click.Option):
+            flag = max(param.opts, key=len)
+            flags[flag.lstrip("-").replace("-", "_")] = flag  # --arch stored as ref_arch is still `arch`
+            flags[param.name] = flag
+            if param.is_flag:
+                flags[f"{param.name}=True"] = flag
+                if param.name.startswith("no_"):
+                    flags[f"{param.name[3:]}=False"] = flag
+    def flag(match: re.Match) -> str:
+        name = match.group(1)
+        return flags.get(name) or flags.get(LIBRARY_ALIASES.get(name, ""), name)
+
+    return re.sub(r"`([A-Za-z_][A-Za-z0-9_]*(?:=True|=False)?)`", flag, str(exc))
+
+
+class WeightsType(click.ParamType):
+    """``--weights``: parsed once, here, into a ``weights.Weights`` (any text that is no keyword is a file)."""
+
+    name = "weights"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from resnet_deploy.weights import Weights
+
+        return Weights.parse(value)
+
+
+WEIGHTS = WeightsType()
 
 
 def quiet_libraries() -> None:

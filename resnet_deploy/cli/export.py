@@ -6,8 +6,11 @@ from pathlib import Path
 
 import click
 
+from resnet_deploy.archs import ARCH_NAMES
+from resnet_deploy.calibration.targets import METHODS, TARGET_NAMES
 from resnet_deploy.cli.common import (
     CONTEXT_SETTINGS,
+    WEIGHTS,
     Group,
     batch_list,
     debug_option,
@@ -31,10 +34,10 @@ def cli(debug: bool) -> None:
 def weights_options(f):
     f = click.option("--num-classes", type=click.IntRange(min=1), default=None,
                      help="Classifier head size (default: the checkpoint's, else 1000).")(f)
-    f = click.option("--weights", default=None, metavar="PATH|torchvision|demo",
+    f = click.option("--weights", type=WEIGHTS, default=None, metavar="PATH|torchvision|demo",
                      help="A .pth/.safetensors state_dict, torchvision's weights, or the built-in demo "
                           "(trained on digits). Default: untrained (random, seed 0).")(f)
-    f = click.option("--arch", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]),
+    f = click.option("--arch", type=click.Choice(ARCH_NAMES),
                      default="resnet50", show_default=True, help="ResNet variant.")(f)
     return f
 
@@ -92,18 +95,18 @@ def onnx_cmd(arch, weights, num_classes, image_size, resize, max_batch, opset, i
 @click.option("--min-batch", type=int, default=None, help="Profile minimum batch [default: the ONNX manifest's].")
 @click.option("--opt-batch", type=int, default=None, help="Batch TensorRT tunes for [default: the manifest's].")
 @click.option("--max-batch", type=int, default=None, help="Profile maximum batch [default: the manifest's].")
-@click.option("--workspace", type=int, default=None, metavar="MiB",
+@click.option("--workspace", "workspace_mib", type=int, default=None, metavar="MiB",
               help="Workspace memory limit in MiB (keep small on Jetson: memory is shared).")
-@click.option("--opt-level", type=int, default=3, show_default=True, help="Builder optimization level 0..5.")
+@click.option("--opt-level", "optimization_level", type=int, default=3, show_default=True, help="Builder optimization level 0..5.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Timing cache file: read if present, written back after the build.")
-@click.option("--hardware-compat", is_flag=True, help="Build for any Ampere+ discrete GPU (slower engines).")
+@click.option("--hardware-compat", "hardware_compatibility", is_flag=True, help="Build for any Ampere+ discrete GPU (slower engines).")
 @click.option("--version-compat", is_flag=True, help="Loadable by later TensorRT of the same major version.")
 @click.option("--inspect", is_flag=True, help="Print the engine inspector's layers and precisions as JSON.")
 @overwrite_option
 @debug_option
-def trt_cmd(model, output, min_batch, opt_batch, max_batch, workspace, opt_level, timing_cache, hardware_compat,
-            version_compat, inspect, overwrite, debug):
+def trt_cmd(model, output, min_batch, opt_batch, max_batch, workspace_mib, optimization_level, timing_cache,
+            hardware_compatibility, version_compat, inspect, overwrite, debug):
     """Build a strongly typed TensorRT engine from MODEL (.onnx): precision comes from the ONNX itself.
 
     \b
@@ -114,9 +117,9 @@ def trt_cmd(model, output, min_batch, opt_batch, max_batch, workspace, opt_level
 
     from resnet_deploy.export.tensorrt import EngineConfig, engine_from_onnx, inspect_engine
 
-    config = EngineConfig(min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, workspace_mib=workspace,
-                          optimization_level=opt_level, timing_cache=timing_cache,
-                          hardware_compatibility=hardware_compat, version_compatible=version_compat,
+    config = EngineConfig(min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, workspace_mib=workspace_mib,
+                          optimization_level=optimization_level, timing_cache=timing_cache,
+                          hardware_compatibility=hardware_compatibility, version_compatible=version_compat,
                           overwrite=overwrite)
     result = engine_from_onnx(model, output, config=config)
     report_artifact(result.path, result.manifest)
@@ -145,12 +148,14 @@ def _data_option(name: str, help_text: str):
 
 
 def _default_demo_data(model: Path, given: str | None) -> str | None:
-    """``given``, else "digits" when ``model`` came from the demo weights (its data is built in)."""
+    """``given``, else the data ``model``'s weights come with (the demo's digits), else None."""
     if given is not None:
         return given
     from resnet_deploy.export.artifact import parent_manifest
+    from resnet_deploy.weights import Weights
 
-    return "digits" if (parent_manifest(model).source or {}).get("weights") == "demo" else None
+    weights = Weights.of(parent_manifest(model))
+    return None if weights is None else weights.default_data
 
 
 def _report_child(result, *, t0: float) -> None:
@@ -214,9 +219,9 @@ def fp16_cmd(model, calib_data, calib_count, eval_data, output, overwrite, debug
 @_data_option("--calib-data", "Calibration samples: image folder, .npy/.npz or 'digits' (their train part).")
 @click.option("--calib-count", type=click.IntRange(min=1), default=512, show_default=True,
               help="Samples drawn from --calib-data (seeded, sorted: the same set every run).")
-@click.option("--method", type=click.Choice(["entropy", "max", "percentile"]), default="entropy", show_default=True,
+@click.option("--method", type=click.Choice(METHODS), default="entropy", show_default=True,
               help="Activation range calibration (percentile: --target cpu only).")
-@click.option("--target", type=click.Choice(["tensorrt", "cpu"]), default="tensorrt", show_default=True,
+@click.option("--target", type=click.Choice(TARGET_NAMES), default="tensorrt", show_default=True,
               help="tensorrt: ModelOpt's symmetric Q/DQ placed for TensorRT; cpu: onnxruntime U8S8 QDQ "
                    "(fast on VNNI CPUs).")
 @click.option("--high-precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
@@ -272,9 +277,9 @@ def int8_cmd(model, calib_data, calib_count, method, target, high_precision, eva
 
 
 @cli.command("pipeline")
-@click.option("--arch", type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]),
+@click.option("--arch", type=click.Choice(ARCH_NAMES),
               default="resnet18", show_default=True, help="ResNet variant.")
-@click.option("--weights", default="demo", show_default=True, metavar="PATH|torchvision|demo|random",
+@click.option("--weights", type=WEIGHTS, default="demo", show_default=True, metavar="PATH|torchvision|demo|random",
               help="Weights to deploy ('random': untrained, seed 0).")
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Classifier head size.")
 @click.option("--image-size", type=click.IntRange(min=32), default=None,
@@ -285,7 +290,7 @@ def int8_cmd(model, calib_data, calib_count, method, target, high_precision, eva
 @_data_option("--calib-data", "Calibration samples [default: digits, their train part].")
 @click.option("--calib-count", type=click.IntRange(min=1), default=512, show_default=True,
               help="INT8 calibration samples (FP16 uses at most 32).")
-@click.option("--method", type=click.Choice(["entropy", "max", "percentile"]), default="entropy", show_default=True,
+@click.option("--method", type=click.Choice(METHODS), default="entropy", show_default=True,
               help="INT8 activation range calibration.")
 @_data_option("--eval-data", "Held-out labelled data for every gate and the report [default: digits, eval part].")
 @click.option("--max-drop", type=click.FloatRange(min=0), default=1.0, show_default=True,
@@ -317,14 +322,9 @@ def pipeline_cmd(arch, weights, num_classes, image_size, resize, max_batch, cali
     from resnet_deploy.pipeline import SUMMARY_HEADERS, PipelineConfig, run_pipeline, summary_rows
 
     t0 = time.perf_counter()
-    demo = weights == "demo"
-    if not demo and eval_data is None:
-        raise click.UsageError("--eval-data is required for weights other than demo: labelled held-out images "
-                               "(class sub-folders) that every gate and the report measure on")
     config = PipelineConfig(
-        arch=arch, weights=None if weights == "random" else weights, num_classes=num_classes, image_size=image_size,
-        resize=resize, max_batch=max_batch, calib_data=calib_data or "digits",
-        eval_data=eval_data or "digits", calib_count=calib_count,
+        arch=arch, weights=weights, num_classes=num_classes, image_size=image_size,
+        resize=resize, max_batch=max_batch, calib_data=calib_data, eval_data=eval_data, calib_count=calib_count,
         method=method, max_drop=max_drop, tensorrt=not no_tensorrt, batches=tuple(batches), duration_s=duration,
         threads=threads,
     )

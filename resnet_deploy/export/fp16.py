@@ -16,7 +16,6 @@ arrays as the FP32 one. The result must pass the FP16 gate (top-1 agreement >= 9
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -25,16 +24,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from resnet_deploy.calibration.gate import evaluation_source
 from resnet_deploy.calibration.readers import spool_calibration
 from resnet_deploy.calibration.workspace import private_copy, tool_scope
-from resnet_deploy.errors import DeployError, UsageError, require
-from resnet_deploy.export.artifact import check_outputs, parent_manifest, publish_onnx
+from resnet_deploy.errors import DeployError, require
+from resnet_deploy.export.artifact import publish_onnx
 from resnet_deploy.export.onnx import ExportResult
-from resnet_deploy.manifest import package_versions
+from resnet_deploy.export.stage import derived_stage, onnx_opset
 from resnet_deploy.parity import FP16_GATE, Gate, measure_parity
-from resnet_deploy.publish import sha256_file
-from resnet_deploy.reference import reference_or_parent
 
 if TYPE_CHECKING:
     import onnx
@@ -43,7 +39,6 @@ if TYPE_CHECKING:
     from resnet_deploy.data import DataSource
     from resnet_deploy.manifest import Manifest
 
-VERSIONED = ("onnx", "onnxruntime-gpu", "onnxruntime", "nvidia-modelopt", "torch")
 AUTOCAST_PIXELS = 8 * 224 * 224  # samples x image area AutoCast's reference run may hold (about 2 GiB for ResNet-50)
 _FLOAT, _FLOAT16 = 1, 10  # onnx.TensorProto.FLOAT / FLOAT16
 
@@ -69,24 +64,14 @@ def fp16_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLike[
     ``eval_source``: held-out data for the gate (default: digits:eval for the demo weights).
     """
     t_start = time.perf_counter()
-    output = check_outputs(output, overwrite=overwrite)
-    onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise UsageError(f"{onnx_path}: no such ONNX file")
-    parent = parent_manifest(onnx_path)
-    if parent.precision != "fp32":
-        raise UsageError(f"{onnx_path}: is {parent.precision}; FP16 starts from the FP32 ONNX")
-    eval_source = evaluation_source(parent, eval_source, what="FP16")
     require("modelopt.onnx.autocast", install="pip install 'nvidia-modelopt[onnx]'")
     import onnx
 
     from resnet_deploy.runtime.onnxruntime import OnnxRuntimeSession
 
-    parent_sha = sha256_file(onnx_path)
     seconds: dict[str, float] = {}
-    reference, reference_label = reference_or_parent(parent, onnx_path)
-    with reference, tempfile.TemporaryDirectory(prefix=".resnet-deploy-", dir=output.parent) as tmp:
-        work = Path(tmp)
+    with derived_stage(onnx_path, output, what="FP16", eval_source=eval_source, overwrite=overwrite) as stage:
+        parent, work = stage.parent, stage.work
         calibration, npz = None, None
         if calib_source is not None:
             cset = spool_calibration(calib_source, parent.preprocess, work)
@@ -98,21 +83,21 @@ def fp16_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLike[
             npz = _write_npz(cset, parent, work / "calibration.npz", limit=used)
             calibration = cset.summary("autocast ranges", limit=used)
         t0 = time.perf_counter()
-        model = _autocast(private_copy(onnx_path, work), npz, work, debug=debug)
+        model = _autocast(private_copy(stage.onnx_path, work), npz, work, debug=debug)
         seconds["convert_s"] = time.perf_counter() - t0
         _check_io(model, parent)
         candidate = work / "fp16.onnx"
         onnx.save_model(model, str(candidate))
         t0 = time.perf_counter()
         with OnnxRuntimeSession(candidate, manifest=parent, provider="cpu") as sess:
-            parity = measure_parity(reference, sess, eval_source, parent.preprocess, batch_size=min(32, parent.batch.max))
+            parity = measure_parity(stage.reference, sess, stage.eval_source, parent.preprocess,
+                                    batch_size=min(32, parent.batch.max))
         seconds["parity_s"] = time.perf_counter() - t0
         parity.check(config.gate, what="the FP16 ONNX")
-        manifest = _manifest(parent, model, parent_sha=parent_sha, calibration=calibration,
-                             reference=reference_label, parity=parity)
-        final = publish_onnx(model, output, manifest)
+        manifest = stage.manifest("fp16", model, parity=parity, calibration=calibration, details=_details(model, calibration))
+        final = publish_onnx(model, stage.output, manifest)
     seconds["total_s"] = time.perf_counter() - t_start
-    return ExportResult(output, final, seconds)
+    return ExportResult(stage.output, final, seconds)
 
 
 def _write_npz(cset: CalibrationSet, parent: Manifest, path: Path, *, limit: int) -> Path:
@@ -157,25 +142,15 @@ def fp32_nodes(model: onnx.ModelProto) -> list[str]:
             if n.op_type not in ("Cast", "Constant") and n.output and types.get(n.output[0]) == _FLOAT]
 
 
-def _manifest(parent: Manifest, model: onnx.ModelProto, *, parent_sha: str, calibration: dict | None,
-              reference: str, parity) -> Manifest:
-    source = {k: v for k, v in parent.source.items() if k in ("weights", "weights_sha256")}
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+def _details(model: onnx.ModelProto, calibration: dict | None) -> dict:
+    """The FP16 manifest's ``details``: what AutoCast converted and what it kept."""
     n16 = sum(1 for i in model.graph.initializer if i.data_type == _FLOAT16)
-    details = {
+    return {
         "converter": "ModelOpt AutoCast",
         "keep_io_types": True,
-        "opset": opset,
+        "opset": onnx_opset(model),
         "calibration": "real samples" if calibration else "random inputs (AutoCast's default)",
         "fp16_initializers": n16,
         "fp32_initializers": sum(1 for i in model.graph.initializer if i.data_type == _FLOAT),
         "fp32_nodes": fp32_nodes(model),
     }
-    return parent.derive(
-        precision="fp16",
-        source={**source, "parent_sha256": parent_sha, "calibration": calibration},
-        parity={"reference": reference, **parity.to_dict()},
-        versions=package_versions(*VERSIONED),
-        details=details,
-        build=None,
-    )

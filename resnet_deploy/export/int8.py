@@ -9,29 +9,20 @@ behind), the child manifest, and the atomic write. Nothing is published when the
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from resnet_deploy.calibration.gate import Int8Config, evaluation_source, quantize_to_gate, require_labels
+from resnet_deploy.calibration.gate import Int8Config, quantize_to_gate
 from resnet_deploy.calibration.readers import spool_calibration
+from resnet_deploy.calibration.targets import TARGETS
 from resnet_deploy.calibration.workspace import private_copy
-from resnet_deploy.errors import UsageError
-from resnet_deploy.export.artifact import check_outputs, parent_manifest, publish_onnx
+from resnet_deploy.export.artifact import publish_onnx
 from resnet_deploy.export.onnx import ExportResult
-from resnet_deploy.manifest import package_versions
-from resnet_deploy.publish import sha256_file
-from resnet_deploy.reference import reference_or_parent
+from resnet_deploy.export.stage import derived_stage, onnx_opset
 
 if TYPE_CHECKING:
     from resnet_deploy.data import DataSource
-    from resnet_deploy.manifest import Manifest
-
-VERSIONED = ("onnx", "onnxruntime-gpu", "onnxruntime", "nvidia-modelopt", "torch")
-_QUANTIZER = {"tensorrt": "ModelOpt ONNX PTQ (TensorRT Q/DQ placement)", "cpu": "onnxruntime quantize_static (QDQ)"}
-_ACTIVATIONS = {"tensorrt": "int8 symmetric per tensor", "cpu": "uint8 asymmetric per tensor"}
 
 
 def int8_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLike[str], *, calib_source: DataSource,
@@ -47,43 +38,32 @@ def int8_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLike[
     import onnx
 
     t_start = time.perf_counter()
-    output = check_outputs(output, overwrite=overwrite)
-    onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise UsageError(f"{onnx_path}: no such ONNX file")
     config.validate()
-    parent = parent_manifest(onnx_path)
-    if parent.precision != "fp32":
-        raise UsageError(f"{onnx_path}: is {parent.precision}; INT8 starts from the FP32 ONNX "
-                         "(the quantizers refuse graphs that are already converted)")
-    eval_source = evaluation_source(parent, eval_source, what="INT8")
-    require_labels(eval_source, parent)
-    parent_sha = sha256_file(onnx_path)
-    reference, reference_label = reference_or_parent(parent, onnx_path)
-    with reference, tempfile.TemporaryDirectory(prefix=".resnet-deploy-", dir=output.parent) as tmp:
-        work = Path(tmp)
+    with derived_stage(onnx_path, output, what="INT8", eval_source=eval_source, overwrite=overwrite,
+                       labels=True) as stage:
+        parent, work = stage.parent, stage.work
         cset = spool_calibration(calib_source, parent.preprocess, work)
-        result = quantize_to_gate(private_copy(onnx_path, work), parent_sha, parent, cset, reference=reference,
-                                  eval_source=eval_source, workdir=work, config=config, debug=debug, log=log)
+        result = quantize_to_gate(private_copy(stage.onnx_path, work), stage.parent_sha256, parent, cset,
+                                  reference=stage.reference, eval_source=stage.eval_source, workdir=work, config=config,
+                                  debug=debug, log=log)
         model = onnx.load(str(result.path))
-        manifest = _manifest(parent, model, parent_sha=parent_sha, calibration=cset.summary(config.method),
-                             reference=reference_label, result=result, config=config)
-        final = publish_onnx(model, output, manifest)
+        manifest = stage.manifest("int8", model, parity=result.parity, calibration=cset.summary(config.method),
+                                  details=_details(model, result, config))
+        final = publish_onnx(model, stage.output, manifest)
     seconds = {**result.seconds, "total_s": time.perf_counter() - t_start}
-    return ExportResult(output, final, seconds)
+    return ExportResult(stage.output, final, seconds)
 
 
-def _manifest(parent: Manifest, model, *, parent_sha: str, calibration: dict, reference: str, result,
-              config: Int8Config) -> Manifest:
-    source = {k: v for k, v in parent.source.items() if k in ("weights", "weights_sha256")}
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+def _details(model, result, config: Int8Config) -> dict:
+    """The INT8 manifest's ``details``: the target's quantizer, what was kept, the gate and its attempts."""
+    target = TARGETS[config.target]
     details = {
         "target": config.target,
-        "quantizer": _QUANTIZER[config.target],
-        "activations": _ACTIVATIONS[config.target],
+        "quantizer": target.quantizer,
+        "activations": target.activations,
         "weights": "int8 symmetric per output channel",
         "high_precision": config.high_precision,
-        "opset": opset,
+        "opset": onnx_opset(model),
         "kept_high_precision": result.kept,
         "structure": result.structure,
         "gate": {"max_drop": config.gate.max_drop, "min_agreement": config.gate.min_agreement,
@@ -93,11 +73,4 @@ def _manifest(parent: Manifest, model, *, parent_sha: str, calibration: dict, re
     if result.sensitivity is not None:
         # The ranking the fallback used (most sensitive first), as far as it went and a little further.
         details["sensitivity"] = [s.to_dict() for s in result.sensitivity[:max(8, 2 * len(result.kept))]]
-    return parent.derive(
-        precision="int8",
-        source={**source, "parent_sha256": parent_sha, "calibration": calibration},
-        parity={"reference": reference, **result.parity.to_dict()},
-        versions=package_versions(*VERSIONED),
-        details=details,
-        build=None,
-    )
+    return details

@@ -53,20 +53,6 @@ class ExportResult:
     seconds: dict[str, float]
 
 
-def resolve_preprocess(loaded: LoadedModel, config: OnnxConfig) -> Preprocess:
-    preset = loaded.preprocess or Preprocess()
-    crop = config.image_size or preset.crop
-    if config.resize is not None:
-        resize = config.resize
-    elif config.image_size is None or config.image_size == preset.crop:
-        resize = preset.resize
-    else:
-        resize = round(crop * 256 / 224)  # torchvision's ratio
-    if crop < 32 or resize < crop:
-        raise UsageError(f"--image-size {crop} / --resize {resize}: need image size >= 32 and resize >= image size")
-    return Preprocess(resize=resize, crop=crop, mean=preset.mean, std=preset.std)
-
-
 def with_uint8_input(model: torch.nn.Module, pp: Preprocess) -> torch.nn.Module:
     """``model`` behind a stem that takes raw uint8 NHWC RGB and normalises it in the graph."""
     import torch
@@ -92,12 +78,14 @@ def onnx_from_torch(loaded: LoadedModel, output: str | os.PathLike[str], *, conf
     """Export ``loaded`` to ``output`` (+ ``output.json``), verified against PyTorch; publish only on a pass."""
     output = check_outputs(output, overwrite=overwrite)
     if config.input_format not in ("float", "uint8"):
-        raise UsageError(f"--input-format must be float or uint8, got {config.input_format!r}")
+        raise UsageError(f"`input_format` must be float or uint8, got {config.input_format!r}")
     if not 1 <= config.max_batch <= 4096:
-        raise UsageError(f"--max-batch must be in 1..4096, got {config.max_batch}")
+        raise UsageError(f"`max_batch` must be in 1..4096, got {config.max_batch}")
     if config.opset < 17 or config.opset > 20:
-        raise UsageError(f"--opset {config.opset}: use 17..20 (18 parses on every TensorRT from 10.0)")
-    pp = resolve_preprocess(loaded, config)
+        raise UsageError(f"`opset` {config.opset}: use 17..20 (18 parses on every TensorRT from 10.0)")
+    from resnet_deploy.weights import resolve_preprocess
+
+    pp = resolve_preprocess(loaded, image_size=config.image_size, resize=config.resize)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     model = trace_to_onnx(loaded.model, pp, config)
@@ -110,14 +98,14 @@ def onnx_from_torch(loaded: LoadedModel, output: str | os.PathLike[str], *, conf
         path = Path(tmp) / "model.onnx"
         save_onnx(model, path)
         parity = _synthetic_parity(path, ref, pp, config.max_batch)
-        parity.check(synthetic_gate, what="the exported graph (a torch.onnx exporter problem; try another --opset)")
+        parity.check(synthetic_gate, what="the exported graph (a torch.onnx exporter problem; try another `opset`)")
         if config.simplify:
             t0 = time.perf_counter()
             model = simplify(model)
             seconds["simplify_s"] = time.perf_counter() - t0
             save_onnx(model, path)
             parity = _synthetic_parity(path, ref, pp, config.max_batch)
-            parity.check(synthetic_gate, what="the simplified graph (onnxsim changed the answers; retry with --no-simplify)")
+            parity.check(synthetic_gate, what="the simplified graph (onnxsim changed the answers; retry with `simplify=False`)")
         if eval_source is not None:
             t0 = time.perf_counter()
             with OnnxRuntimeSession(path, provider="cpu") as sess:
@@ -132,7 +120,7 @@ def onnx_from_torch(loaded: LoadedModel, output: str | os.PathLike[str], *, conf
         input=_input_spec(pp, config),
         preprocess=pp,
         batch=BatchRange(min=1, opt=min(8, config.max_batch), max=config.max_batch),
-        source={"weights": loaded.weights, "weights_sha256": loaded.weights_sha256},
+        source={"weights": loaded.weights.label, "weights_sha256": loaded.weights_sha256},
         parity={"reference": "pytorch", **parity.to_dict()},
         versions=package_versions(*VERSIONED),
         details={"opset": config.opset, "simplified": config.simplify},
@@ -192,9 +180,9 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         simplified, ok = onnxsim.simplify(model)
     except Exception as exc:  # onnxsim raises RuntimeError/ValueError from C++
-        raise DeployError(f"onnxsim failed: {str(exc).splitlines()[0]} (retry with --no-simplify)") from exc
+        raise DeployError(f"onnxsim failed: {str(exc).splitlines()[0]} (retry with `simplify=False`)") from exc
     if not ok:
-        raise DeployError("onnxsim could not validate the simplified model (retry with --no-simplify)")
+        raise DeployError("onnxsim could not validate the simplified model (retry with `simplify=False`)")
     check_onnx(simplified)
     return simplified
 

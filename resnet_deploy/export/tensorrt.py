@@ -2,19 +2,21 @@
 
 Precision lives in the ONNX (FP16 through Cast nodes, INT8 through Q/DQ nodes), so the network is
 created STRONGLY_TYPED and no precision flag is set: TensorRT 11 removed them, and 10.12+ rejects
-them on a strongly typed network (shared/TENSORRT.md). Same builder calls on 10.x and 11.x, after
+them on a strongly typed network (docs/tensorrt.md). Same builder calls on 10.x and 11.x, after
 NVIDIA/TensorRT ``samples/python/introductory_parser_samples/onnx_resnet50.py`` and
 ``samples/python/common.py`` (timing cache).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resnet_deploy.errors import DeployError, UsageError
 from resnet_deploy.export.artifact import check_outputs, parent_manifest
@@ -22,6 +24,9 @@ from resnet_deploy.manifest import BatchRange, Manifest, manifest_path, package_
 from resnet_deploy.publish import sha256_bytes, sha256_file, write_bytes, write_text
 from resnet_deploy.runtime import cuda
 from resnet_deploy.runtime.tensorrt import import_tensorrt, load_engine, trt_logger
+
+if TYPE_CHECKING:  # the types come from tensorrt-stubs (typings/), checked by mypy in CI
+    import tensorrt as trt_types
 
 
 @dataclass(frozen=True)
@@ -40,15 +45,15 @@ class EngineConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        for option, value in (("--min-batch", self.min_batch), ("--opt-batch", self.opt_batch),
-                              ("--max-batch", self.max_batch), ("--workspace", self.workspace_mib)):
+        for option, value in (("min_batch", self.min_batch), ("opt_batch", self.opt_batch),
+                              ("max_batch", self.max_batch), ("workspace_mib", self.workspace_mib)):
             if value is not None and value < 1:
-                raise UsageError(f"{option} must be at least 1, got {value}")
+                raise UsageError(f"`{option}` must be at least 1, got {value}")
         if not 0 <= self.optimization_level <= 5:
-            raise UsageError(f"--opt-level must be 0..5, got {self.optimization_level}")
+            raise UsageError(f"`optimization_level` must be 0..5, got {self.optimization_level}")
         given = [b for b in (self.min_batch, self.opt_batch, self.max_batch) if b is not None]
         if given != sorted(given):
-            raise UsageError("batch sizes must satisfy --min-batch <= --opt-batch <= --max-batch, "
+            raise UsageError("batch sizes must satisfy `min_batch` <= `opt_batch` <= `max_batch`, "
                              f"got {self.min_batch}/{self.opt_batch}/{self.max_batch}")
 
 
@@ -67,10 +72,10 @@ def resolve_profile(parent: Manifest, config: EngineConfig) -> BatchRange:
     if not (parent.batch.min <= lo <= hi <= parent.batch.max):
         raise UsageError(
             f"batch range {lo}..{hi} is outside the ONNX model's {parent.batch.min}..{parent.batch.max} "
-            "(re-export the ONNX with a larger --max-batch)"
+            "(re-export the ONNX with a larger `max_batch`)"
         )
     if not lo <= opt <= hi:
-        raise UsageError(f"batch sizes must satisfy --min-batch <= --opt-batch <= --max-batch, got {lo}/{opt}/{hi}")
+        raise UsageError(f"batch sizes must satisfy `min_batch` <= `opt_batch` <= `max_batch`, got {lo}/{opt}/{hi}")
     return BatchRange(min=lo, opt=opt, max=hi)
 
 
@@ -83,7 +88,7 @@ def _check_onnx(onnx_path: Path, parent: Manifest) -> str:
     return digest
 
 
-def _parser_errors(parser: Any) -> str:
+def _parser_errors(parser: trt_types.OnnxParser) -> str:
     lines = []
     for i in range(parser.num_errors):
         err = parser.get_error(i)
@@ -92,16 +97,55 @@ def _parser_errors(parser: Any) -> str:
     return "; ".join(lines) or "no parser error recorded"
 
 
-def _load_timing_cache(config: Any, path: Path | None) -> Any:
-    """Attach the timing cache at ``path`` (or an empty one) to the builder config."""
+@contextlib.contextmanager
+def _cache_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path.lock`` while the cache file is read, merged and replaced.
+
+    As trtexec's ``FileLock`` around its timing cache file: builds sharing one cache must not
+    lose each other's entries. POSIX only (Linux, Jetson); elsewhere no lock is taken.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read_timing_cache(config: trt_types.IBuilderConfig, path: Path | None) -> trt_types.ITimingCache:
     old = path.read_bytes() if path is not None and path.is_file() else b""
     cache = config.create_timing_cache(old)
     if cache is None:
         raise UsageError(f"{path}: not a TensorRT timing cache (delete it to start a new one)")
+    return cache
+
+
+def _load_timing_cache(config: trt_types.IBuilderConfig, path: Path | None) -> trt_types.ITimingCache:
+    """Attach the timing cache at ``path`` (or an empty one) to the builder config."""
+    cache = _read_timing_cache(config, path)
     # ignore_mismatch=False: a cache from another GPU or TensorRT would mislead tactic selection.
     if not config.set_timing_cache(cache, ignore_mismatch=False):
         raise UsageError(f"{path}: timing cache from another GPU or TensorRT version (delete it or use another path)")
     return cache
+
+
+def _save_timing_cache(config: trt_types.IBuilderConfig, path: Path) -> None:
+    """Merge this build's timing cache into the file at ``path``, under a lock, and replace it atomically.
+
+    The file is read again under the lock: another build may have added entries since this one
+    started (trtexec's ``updateTimingCacheFile``: load, ``combine``, write).
+    """
+    built = config.get_timing_cache()
+    with _cache_lock(path):
+        merged = _read_timing_cache(config, path)
+        if not merged.combine(built, False):
+            raise DeployError(f"{path}: could not merge this build's timing cache into it")
+        write_bytes(path, bytes(merged.serialize()))
 
 
 def engine_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLike[str], *,
@@ -119,7 +163,7 @@ def engine_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLik
         raise UsageError(f"{output}: would overwrite the input ONNX")
     cache_path = Path(config.timing_cache) if config.timing_cache is not None else None
     if cache_path is not None and (cache_path.is_dir() or not cache_path.parent.is_dir()):
-        raise UsageError(f"--timing-cache {cache_path}: needs a file path in an existing folder")
+        raise UsageError(f"`timing_cache` {cache_path}: needs a file path in an existing folder")
     parent = parent_manifest(onnx_path)
     profile = resolve_profile(parent, config)
     sample = tuple(parent.input.shape[1:])
@@ -130,15 +174,15 @@ def engine_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLik
     trt = import_tensorrt()
     device = cuda.device_properties()
     if config.hardware_compatibility and (device.integrated or device.capability < (8, 0)):
-        raise UsageError(f"--hardware-compat needs a discrete GPU of compute capability 8.0+ (Ampere), "
+        raise UsageError(f"`hardware_compatibility` needs a discrete GPU of compute capability 8.0+ (Ampere), "
                          f"this is {device.name} ({device.sm})")
 
     logger = trt_logger(trt)
     mark = logger.lines.mark()
-    builder = trt.Builder(logger)
+    builder: trt_types.Builder = trt.Builder(logger)
     # STRONGLY_TYPED: required on 10.x for Q/DQ and Cast-typed graphs, accepted (and the only mode) on 11.x.
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    parser = trt.OnnxParser(network, logger)
+    parser: trt_types.OnnxParser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)) or parser.num_errors:
         raise DeployError(f"{onnx_path}: TensorRT cannot parse it: {_parser_errors(parser)}")
     if network.num_inputs != 1 or network.get_input(0).name != parent.input.name:
@@ -156,8 +200,12 @@ def engine_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLik
     if config.version_compatible:
         bconfig.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     opt_profile = builder.create_optimization_profile()
-    opt_profile.set_shape(parent.input.name, (profile.min, *sample), (profile.opt, *sample), (profile.max, *sample))
-    bconfig.add_optimization_profile(opt_profile)
+    # set_shape takes Dims; pybind11 converts tuples implicitly, which tensorrt-stubs 10.13 do not declare.
+    shapes = [(b, *sample) for b in (profile.min, profile.opt, profile.max)]
+    opt_profile.set_shape(parent.input.name, *shapes)  # type: ignore[arg-type]
+    if bconfig.add_optimization_profile(opt_profile) < 0:  # -1: TensorRT found the profile invalid
+        raise DeployError(f"{onnx_path}: TensorRT refused the optimization profile for {parent.input.name!r} "
+                          f"(batch {profile.min}/{profile.opt}/{profile.max}): {logger.lines.since(mark)}")
     cache = _load_timing_cache(bconfig, cache_path)  # must stay alive until the build is done
 
     start = time.perf_counter()
@@ -169,7 +217,7 @@ def engine_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLik
     del serialized
 
     if cache_path is not None:
-        write_bytes(cache_path, bytes(bconfig.get_timing_cache().serialize()))
+        _save_timing_cache(bconfig, cache_path)
     del cache
     write_bytes(output, plan)
     manifest = parent.derive(
@@ -181,6 +229,7 @@ def engine_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLik
             "tensorrt": trt.__version__,
             "gpu": device.name,
             "compute_capability": device.compute_capability,
+            "integrated": device.integrated,
             "build_time_s": round(build_time_s, 2),
             "hardware_compatibility": config.hardware_compatibility,
             "version_compatible": config.version_compatible,
@@ -244,5 +293,6 @@ def inspect_engine(plan_path: str | os.PathLike[str]) -> dict[str, Any]:
     The engine goes through the same checks as a session (manifest, hash, host) before loading.
     """
     loaded = load_engine(plan_path, manifest=read_manifest(plan_path))
+    assert loaded.engine is not None
     inspector = loaded.engine.create_engine_inspector()
     return summarize_layers(inspector.get_engine_information(loaded.trt.LayerInformationFormat.JSON))

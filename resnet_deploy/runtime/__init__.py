@@ -14,6 +14,7 @@ application embeds.
 
 from __future__ import annotations
 
-from resnet_deploy.runtime.session import Session, open_session, topk_labels
+from resnet_deploy.runtime.backends import open_session
+from resnet_deploy.runtime.session import Session, topk_labels
 
 __all__ = ["Session", "open_session", "topk_labels"]

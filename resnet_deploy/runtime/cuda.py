@@ -6,8 +6,11 @@ is imported on first use: ``from cuda.bindings import runtime`` (cuda-python >= 
 layout in 13.x), else ``from cuda import cudart`` (older releases, JetPack 6).
 
 Every cuda-python call returns ``(err, *values)``; ``cuda_call`` checks ``err`` and raises a
-DeployError naming the call and the CUDA error. Without a driver calls return
-``cudaErrorInsufficientDriver``, so these error paths also run on a machine without a GPU.
+DeployError naming the call and the CUDA error. Without a driver, cuda-bindings 12.9+ and 13.x
+return ``cudaErrorInsufficientDriver``; cuda-python 12.6 to 12.8 instead raise ``RuntimeError:
+Failed to dlopen libcuda.so.1`` from every call. ``cudart()`` hands out the module behind a thin
+guard that turns such an exception into the same one-line DeployError, so both behave alike and
+these error paths run on a machine without a GPU.
 """
 
 from __future__ import annotations
@@ -29,11 +32,43 @@ CUDA_PYTHON_INSTALL = (
 _NO_GPU_ERRORS = ("cudaErrorInsufficientDriver", "cudaErrorNoDevice", "cudaErrorInitializationError")
 
 _cudart: Any = None
+_guarded: Any = None
+
+
+class _GuardedRuntime:
+    """The cuda-python runtime with each function's exceptions turned into a DeployError naming it.
+
+    cuda-python 12.6-12.8 raise ``RuntimeError`` (``Failed to dlopen libcuda.so.1``) where later
+    releases return an error code; a binding may also raise TypeError for an argument it cannot
+    convert. Enums and types pass through unchanged.
+    """
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self.module, name)
+        if isinstance(value, type) or not callable(value):
+            return value
+
+        def call(*args: Any) -> Any:
+            try:
+                return value(*args)
+            except (RuntimeError, TypeError, ValueError, OSError) as exc:
+                # cuda-python 12.6-12.8 raise RuntimeError when the driver cannot be loaded: "Failed to
+                # dlopen libcuda.so.1" on the first call, 'Function "cuInit" not found' on later ones.
+                hint = " (no usable NVIDIA driver on this machine)" if isinstance(exc, RuntimeError) else ""
+                raise DeployError(f"{name} failed: {type(exc).__name__}: {exc}{hint}") from exc
+
+        return call
 
 
 def cudart() -> Any:
-    """The cuda-python runtime module, imported on first use (MissingDependencyError if absent)."""
-    global _cudart
+    """The cuda-python runtime module, imported on first use (MissingDependencyError if absent).
+
+    Its functions never raise anything but DeployError (see ``_GuardedRuntime``).
+    """
+    global _cudart, _guarded
     if _cudart is None:
         try:
             from cuda.bindings import runtime as rt  # cuda-python >= 12.6.1, the only layout in 13.x
@@ -43,7 +78,9 @@ def cudart() -> Any:
             except ImportError as exc:
                 raise MissingDependencyError(f"cuda-python is not installed: {CUDA_PYTHON_INSTALL} ({exc})") from exc
         _cudart = rt
-    return _cudart
+    if _guarded is None or _guarded.module is not _cudart:
+        _guarded = _GuardedRuntime(_cudart)
+    return _guarded
 
 
 def error_name(err: Any) -> str:
@@ -57,6 +94,7 @@ def error_name(err: Any) -> str:
 
 def cuda_call(result: Any, what: str = "CUDA call") -> Any:
     """Check a cuda-python ``(err, *values)`` result; return None, the one value, or the values' tuple."""
+    err: Any
     err, *values = result if isinstance(result, tuple) else (result,)
     code = int(getattr(err, "value", err))
     if code != 0:
@@ -92,9 +130,16 @@ class DeviceInfo:
 
 
 def device_count() -> int:
-    """Number of usable CUDA devices; 0 where the driver or a device is missing (never raises for that)."""
-    err, *values = cudart().cudaGetDeviceCount()
-    return int(values[0]) if int(getattr(err, "value", err)) == 0 else 0
+    """Number of usable CUDA devices; 0 where the driver or a device is missing (never raises for that).
+
+    MissingDependencyError still propagates: no cuda-python is not "no GPU".
+    """
+    rt = cudart()  # MissingDependencyError propagates
+    try:
+        err, *values = rt.cudaGetDeviceCount()
+    except DeployError:  # cuda-python 12.6-12.8 without a driver
+        return 0
+    return int(values[0] or 0) if int(getattr(err, "value", err)) == 0 else 0
 
 
 def device_properties(device: int | None = None) -> DeviceInfo:
@@ -185,7 +230,7 @@ def stream_handle(stream: Any) -> int:
     if isinstance(stream, int):
         return stream
     try:
-        from cuda.bindings.utils import get_cuda_native_handle  # cuda-bindings 12.8+ and 13.x prefer this
+        from cuda.bindings.utils import get_cuda_native_handle  # cuda-bindings 12.9.1+ and 13.0.0+ prefer this
     except ImportError:
         return int(stream)  # cuda-python 12.x stream objects convert with int()
     try:

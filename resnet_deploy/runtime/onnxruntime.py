@@ -8,7 +8,7 @@ I/O binding: on the cuda and tensorrt providers the output is bound to a device 
 allocated once per (thread, batch size) and the input is bound from host memory, so ORT
 allocates nothing per call. On the CPU provider it is off by default: measured on ResNet-50,
 batch 8, 2 threads, it changed throughput by under 1% (within noise);
-``python -m resnet_deploy.benchmarks.session_overhead`` prints that comparison.
+``python benchmarks/session_overhead.py`` prints that comparison.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""The Session interface shared by every backend, ``open_session`` and ``topk_labels``.
+"""The Session interface shared by every backend, and ``topk_labels``.
+
+The backends subclass ``Session``; this module imports none of them (``open_session``, in
+``backends.py``, picks one).
 
 A Session validates each batch against the artifact's input (dtype, rank, size, batch range,
 NaN/Inf) before the backend sees it, so every backend fails the same way on bad input: one line
@@ -23,13 +26,12 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
 from resnet_deploy.errors import UsageError
-from resnet_deploy.manifest import Manifest, read_manifest
+from resnet_deploy.manifest import Manifest
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -40,7 +42,6 @@ if TYPE_CHECKING:
 _DTYPES = {"float32": np.dtype(np.float32), "uint8": np.dtype(np.uint8), "float16": np.dtype(np.float16)}
 #: batch size ``classify`` uses when the model sets no maximum
 CLASSIFY_CHUNK = 64
-ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
 
 
 class Session(ABC):
@@ -197,34 +198,3 @@ def topk_labels(logits: np.ndarray, *, topk: int, labels: Sequence[str] | None) 
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     name = (lambda i: labels[i]) if labels else str
     return [[(name(int(i)), float(row[i])) for i in idx] for row, idx in zip(probs, order)]
-
-
-def open_session(path: str | os.PathLike[str], *, backend: str | None = None, **options: Any) -> Session:
-    """Open ``path`` with the backend its suffix names (``.onnx``: onnxruntime; ``.plan``/``.engine``: tensorrt).
-
-    The manifest is the sidecar ``<artifact>.json``; an ONNX without one uses the copy embedded
-    in its metadata. ``options`` go to the backend: onnxruntime takes ``provider`` ("cpu" |
-    "cuda" | "tensorrt"), ``threads``, ``io_binding``, ``device_id`` and ``trt_cache_dir``;
-    tensorrt takes the options its session documents.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such file")
-    if backend is None:
-        suffix = path.suffix.lower()
-        if suffix == ".onnx":
-            backend = "onnxruntime"
-        elif suffix in ENGINE_SUFFIXES:
-            backend = "tensorrt"
-        else:
-            raise UsageError(f"{path}: cannot tell the backend from the suffix (use .onnx, .plan or .engine)")
-    if backend not in ("onnxruntime", "tensorrt"):
-        raise UsageError(f"unknown backend {backend!r} (onnxruntime or tensorrt)")
-    manifest = read_manifest(path)
-    if backend == "onnxruntime":
-        from resnet_deploy.runtime.onnxruntime import OnnxRuntimeSession
-
-        return OnnxRuntimeSession(path, manifest=manifest, **options)
-    from resnet_deploy.runtime.tensorrt import TensorRTSession
-
-    return TensorRTSession(path, manifest=manifest, **options)

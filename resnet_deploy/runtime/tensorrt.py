@@ -1,7 +1,7 @@
 """TensorRT session (v3 API, TensorRT 10.3+ and 11.x) and safe engine loading.
 
-An engine is executable code and TensorRT has no validity check before loading (shared/
-TENSORRT.md, RELIABILITY.md #6), so ``load_engine`` first checks, without TensorRT: the file looks
+An engine is executable code and TensorRT has no validity check before loading (docs/
+reliability.md, promise 6), so ``load_engine`` first checks, without TensorRT: the file looks
 like an engine (not empty, not ONNX, ZIP, pickle or text), its sidecar manifest has a build record,
 and the file's sha256 matches the manifest. Then, with TensorRT, the manifest's TensorRT version
 and compute capability against this host, and only then deserializes.
@@ -21,7 +21,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from resnet_deploy.manifest import Manifest
 from resnet_deploy.publish import sha256_bytes
 from resnet_deploy.runtime import cuda
 from resnet_deploy.runtime.session import Session
+
+if TYPE_CHECKING:  # the types come from tensorrt-stubs (typings/), checked by mypy in CI
+    import tensorrt as trt_types
 
 TENSORRT_INSTALL = "pip install tensorrt (on Jetson TensorRT comes with JetPack)"
 _log = logging.getLogger(__name__)
@@ -43,6 +46,12 @@ _ONNX_SECOND_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72}
 def import_tensorrt() -> Any:
     """The ``tensorrt`` module, or MissingDependencyError saying what to install."""
     return require("tensorrt", install=TENSORRT_INSTALL)
+
+
+def dims(value: trt_types.Dims | tuple[int, ...]) -> tuple[int, ...]:
+    """A TensorRT ``Dims`` as a tuple of ints."""
+    # Dims iterates like a tuple (pybind11 sequence protocol); tensorrt-stubs 10.13 omit __iter__.
+    return tuple(int(d) for d in value)  # type: ignore[union-attr]
 
 
 # ------------------------------------------------------------------------------------ logging
@@ -179,16 +188,30 @@ def _cc(text: str) -> tuple[int, int]:
     return int(major), int(minor or 0)
 
 
+#: (built major, runtime major) pairs across which NVIDIA documents version-compatible engines to
+#: run: TensorRT 8 (8.6+) on 9 and 10, TensorRT 10 on 11 (docs/tensorrt.md, "Compatibility rules").
+CROSS_MAJOR_VERSION_COMPATIBLE = frozenset({(8, 9), (8, 10), (10, 11)})
+
+
+def version_compatible_runs(built: str, host: str) -> bool:
+    """Whether a version-compatible engine built with TensorRT ``built`` loads on TensorRT ``host``."""
+    built_v, host_v = _version(built), _version(host)
+    if built_v < (8, 6) or host_v < built_v:  # version compatibility starts at 8.6; never onto an older runtime
+        return False
+    return built_v[0] == host_v[0] or (built_v[0], host_v[0]) in CROSS_MAJOR_VERSION_COMPATIBLE
+
+
 def check_build_matches_host(build: dict[str, Any], host: HostInfo, *, path: str | os.PathLike[str]) -> None:
     """Refuse an engine built for another TensorRT version or GPU, naming both.
 
-    An engine runs only on the TensorRT release (major.minor.patch) and the compute capability
-    it was built for, unless built version compatible (then any later release of the same major)
-    or hardware compatible (AMPERE_PLUS: any discrete GPU of compute capability 8.0 or later).
+    A plain engine runs only on the TensorRT release (major.minor.patch) and the compute
+    capability it was built for. A version-compatible one runs on the same or a later release of
+    its major, and across the majors NVIDIA documents (``CROSS_MAJOR_VERSION_COMPATIBLE``). A
+    hardware-compatible one (AMPERE_PLUS) runs on any discrete GPU of compute capability 8.0+.
     """
     built_v, host_v = _version(build["tensorrt"]), _version(host.tensorrt)
     if build.get("version_compatible"):
-        version_ok = built_v[:1] == host_v[:1] and host_v >= built_v
+        version_ok = version_compatible_runs(build["tensorrt"], host.tensorrt)
     else:
         version_ok = built_v == host_v
     reason = ""
@@ -198,6 +221,11 @@ def check_build_matches_host(build: dict[str, Any], host: HostInfo, *, path: str
             reason = " (hardware-compatible engines do not run on Jetson)"
     else:
         gpu_ok = _cc(build["compute_capability"]) == _cc(host.compute_capability)
+    built_integrated = build.get("integrated")  # recorded since this check; older manifests lack it
+    if built_integrated is not None and bool(built_integrated) != host.integrated:
+        gpu_ok = False
+        reason = (" (built on Jetson, this is a discrete GPU)" if built_integrated
+                  else " (built on a discrete GPU, this is Jetson)")
     if not (version_ok and gpu_ok):
         built_sm = "sm_" + build["compute_capability"].replace(".", "")
         host_sm = "sm_" + host.compute_capability.replace(".", "")
@@ -214,9 +242,9 @@ def check_build_matches_host(build: dict[str, Any], host: HostInfo, *, path: str
 class LoadedEngine:
     """A deserialized engine with what must outlive it (TensorRT's runtime and logger)."""
 
-    trt: Any
-    runtime: Any
-    engine: Any
+    trt: Any  # the tensorrt module
+    runtime: trt_types.Runtime | None
+    engine: trt_types.ICudaEngine | None
     host: HostInfo
 
 
@@ -245,12 +273,12 @@ def load_engine(path: str | os.PathLike[str], *, manifest: Manifest | None, veri
         check_build_matches_host(build, host, path=path)
     logger = trt_logger(trt)
     mark = logger.lines.mark()
-    runtime = trt.Runtime(logger)
+    runtime: trt_types.Runtime = trt.Runtime(logger)
     if build is not None and build.get("version_compatible"):
         # Version-compatible plans carry their own lean runtime; loading it runs host code from
         # the plan, which is why this is set only for engines whose manifest and hash checked out.
         runtime.engine_host_code_allowed = True
-    engine = runtime.deserialize_cuda_engine(data)
+    engine: trt_types.ICudaEngine | None = runtime.deserialize_cuda_engine(data)
     if engine is None:
         raise UsageError(
             f"{path}: not a TensorRT engine that TensorRT {host.tensorrt} can load on {host.gpu or 'this GPU'} "
@@ -280,10 +308,12 @@ class TensorRTSession(Session):
         self.manifest = manifest
         self.cuda_graph = cuda_graph
         self.graph_note: str | None = None
+        #: frees that failed in close() (after a sticky CUDA error), for diagnosis
+        self.close_errors: list[str] = []
         #: the TensorRT version and GPU this session runs on (kept after close, for reports)
         self.host: HostInfo | None = None
         self._loaded: LoadedEngine | None = None
-        self._context: Any = None
+        self._context: trt_types.IExecutionContext | None = None
         self._stream: cuda.Stream | None = None
         self._buffers: list[Any] = []
         self._events: list[cuda.Event] = []
@@ -300,6 +330,7 @@ class TensorRTSession(Session):
 
     def _setup(self, loaded: LoadedEngine) -> None:
         trt, engine = loaded.trt, loaded.engine
+        assert engine is not None  # load_engine returns a deserialized engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
@@ -318,27 +349,27 @@ class TensorRTSession(Session):
         if in_dtype not in _DTYPE_NAMES:
             raise UsageError(f"{self.path}: unsupported input dtype {in_dtype}")
         self.input_dtype = _DTYPE_NAMES[in_dtype]
-        shape = tuple(int(d) for d in engine.get_tensor_shape(self.input_name))
+        shape = dims(engine.get_tensor_shape(self.input_name))
         self.sample_shape = tuple(None if d < 0 else d for d in shape[1:])
         if any(d < 0 for d in shape):
-            lo, _, hi = (tuple(int(d) for d in s) for s in engine.get_tensor_profile_shape(self.input_name, 0))
+            lo, _, hi = (dims(s) for s in engine.get_tensor_profile_shape(self.input_name, 0))
         else:  # built with static shapes: no optimization profile
             lo = hi = shape
         self.min_batch, self.max_batch = lo[0], hi[0]
 
-        self._context = engine.create_execution_context()
-        if self._context is None:
+        self._context = context = engine.create_execution_context()
+        if context is None:
             raise DeployError(f"{self.path}: TensorRT could not create an execution context (out of GPU memory?)")
         self._stream = cuda.Stream()
         self._set_input_shape(hi)
-        out_max = tuple(int(d) for d in self._context.get_tensor_shape(self.output_name))
+        out_max = dims(context.get_tensor_shape(self.output_name))
         self._in_host = self._keep(cuda.HostBuffer(hi, in_dtype))
         self._out_host = self._keep(cuda.HostBuffer(out_max, out_dtype))
         self._in_dev = self._keep(cuda.DeviceBuffer(self._in_host.nbytes))
         self._out_dev = self._keep(cuda.DeviceBuffer(self._out_host.nbytes))
         # Addresses never change (buffers sized for the profile max), so they are set once.
         for name, buf in ((self.input_name, self._in_dev), (self.output_name, self._out_dev)):
-            if not self._context.set_tensor_address(name, buf.ptr):
+            if not context.set_tensor_address(name, buf.ptr):
                 raise DeployError(f"{self.path}: TensorRT refused the address of tensor {name!r}")
 
     def _keep(self, buffer: Any) -> Any:
@@ -356,8 +387,15 @@ class TensorRTSession(Session):
         """The underlying ``tensorrt.ICudaEngine``."""
         return None if self._loaded is None else self._loaded.engine
 
+    def _live(self) -> tuple[trt_types.IExecutionContext, cuda.Stream]:
+        """The execution context and stream, or UsageError once the session is closed."""
+        if self._context is None or self._stream is None:
+            raise UsageError("this TensorRT session is closed")
+        return self._context, self._stream
+
     def _set_input_shape(self, shape: tuple[int, ...]) -> None:
-        if not self._context.set_input_shape(self.input_name, tuple(shape)):
+        context, _ = self._live()
+        if not context.set_input_shape(self.input_name, tuple(shape)):
             raise UsageError(f"{self.path}: TensorRT refused input shape {tuple(shape)} "
                              f"(profile batch {self.min_batch}..{self.max_batch})")
         self._shape = tuple(shape)
@@ -369,37 +407,51 @@ class TensorRTSession(Session):
             graph.free()
 
     def _execute(self) -> bool:
-        return bool(self._context.execute_async_v3(self._stream.handle))
+        context, stream = self._live()
+        return bool(context.execute_async_v3(stream.handle))
 
     def _enqueue(self) -> None:
+        _, stream = self._live()
         if self._graph is not None:
-            self._graph.launch(self._stream)
+            self._graph.launch(stream)
             return
+        assert self._loaded is not None
         lines = trt_logger(self._loaded.trt).lines
         mark = lines.mark()
         if not self._execute():
             raise DeployError(f"{self.path}: TensorRT execution failed: {lines.since(mark)}")
 
     def _capture(self) -> None:
-        graph = cuda.capture_graph(self._stream, self._execute)
+        """Capture the engine call into a graph; on any failure run without graphs from now on.
+
+        Runs after a plain run whose logits are already in the host buffer, so a failed capture
+        (refused by the engine, cudaStreamBeginCapture or cudaGraphInstantiate failing) costs
+        only the graph, never the result.
+        """
+        _, stream = self._live()
+        try:
+            graph = cuda.capture_graph(stream, self._execute)
+        except DeployError as exc:
+            graph, why = None, f"CUDA graph capture failed ({exc}); running without graphs"
+        else:
+            why = "this engine cannot run under CUDA graph capture; running without graphs"
         if graph is None:
             self.cuda_graph = False
-            self.graph_note = "this engine cannot run under CUDA graph capture; running without graphs"
+            self.graph_note = why
             warnings.warn(f"{self.path}: {self.graph_note}", RuntimeWarning, stacklevel=3)
         else:
             self._graph = graph
 
     def _infer(self, batch: np.ndarray, *, timed: bool) -> tuple[np.ndarray, dict[str, float]]:
-        if self._loaded is None:
-            raise UsageError("this TensorRT session is closed")
+        context, stream = self._live()
         if batch.shape != self._shape:
             self._set_input_shape(batch.shape)
-        out_shape = tuple(int(d) for d in self._context.get_tensor_shape(self.output_name))
+        out_shape = dims(context.get_tensor_shape(self.output_name))
         out_size = int(np.prod(out_shape, dtype=np.int64))
         self._in_host.array.reshape(-1)[: batch.size] = batch.reshape(-1)
         if timed and not self._events:
             self._events = [cuda.Event() for _ in range(4)]
-        ev, stream = self._events, self._stream
+        ev = self._events
         if timed:
             ev[0].record(stream)
         cuda.memcpy_htod_async(self._in_dev.ptr, self._in_host.array, stream, nbytes=batch.nbytes)
@@ -441,14 +493,25 @@ class TensorRTSession(Session):
         return logits, times
 
     def close(self) -> None:
-        """Free the graph, events, buffers and stream, then the context, engine and runtime; idempotent."""
-        self._drop_graph()
-        for item in [*self._events, *self._buffers]:
-            item.free()
+        """Free the graph, events, buffers and stream, then the context, engine and runtime; idempotent.
+
+        Never raises: after a sticky CUDA error (an illegal address, say) every free fails, and
+        stopping at the first would leak the rest and, in a ``with`` block, hide the error that
+        caused it. Each failed free is logged and kept in ``close_errors`` (as NVIDIA's samples'
+        ``DeviceMem.free`` swallows them).
+        """
+        graph, self._graph = self._graph, None
+        stream, self._stream = self._stream, None
+        items = [graph, *self._events, *self._buffers, stream]
         self._events, self._buffers = [], []
-        if self._stream is not None:
-            self._stream.free()
-            self._stream = None
+        for item in items:
+            if item is None:
+                continue
+            try:
+                item.free()
+            except Exception as exc:  # noqa: BLE001 - cleanup goes on whatever failed
+                self.close_errors.append(str(exc))
+                _log.warning("%s: %s while closing the TensorRT session", self.path, exc)
         # TensorRT objects go in reverse order of creation: context, engine, runtime.
         self._context = None
         loaded, self._loaded = self._loaded, None

@@ -59,9 +59,9 @@ def test_missed_gate_fails_before_timing(ort18, digits, monkeypatch):
 
 
 def test_gates_need_data_and_a_reference(ort18, digits):
-    with pytest.raises(UsageError, match="need --data"):
+    with pytest.raises(UsageError, match="need `data`"):
         benchmark(ort18, config=QUICK, gate=Gate(max_drop=1.0))
-    with pytest.raises(UsageError, match="need a reference"):
+    with pytest.raises(UsageError, match="need a `reference`"):
         benchmark(ort18, config=QUICK, source=digits, gate=Gate(max_drop=1.0))
 
 

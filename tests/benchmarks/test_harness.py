@@ -125,7 +125,7 @@ def test_input_shape_needs_a_size(ort18):
         def __init__(self):  # a graph with dynamic height/width and no manifest
             self.sample_shape, self.manifest, self.input_dtype = (3, None, None), None, "float32"
 
-    with pytest.raises(UsageError, match="--data"):
+    with pytest.raises(UsageError, match="`data`"):
         input_shape(Dynamic(), 1)
 
 

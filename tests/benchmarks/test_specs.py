@@ -16,7 +16,7 @@ def test_parse_torch_specs():
     assert parse_spec("torch:resnet18:demo") == ModelSpec("torch", "torch:resnet18:demo", arch="resnet18", weights="demo")
     spec = parse_spec("torch:resnet50:torchvision:IMAGENET1K_V2")  # weights keep their own colon
     assert spec.arch == "resnet50" and spec.weights == "torchvision:IMAGENET1K_V2"
-    assert parse_spec("torch:resnet34").weights is None
+    assert parse_spec("torch:resnet34").weights == "random" and parse_spec("torch:resnet34:random").weights == "random"
     with pytest.raises(UsageError, match="resnet18, resnet34"):
         parse_spec("torch:resnet19:demo")
 

@@ -53,7 +53,7 @@ def test_cli_usage_errors_exit_2(demo18_onnx, tmp_path):
         ((demo18_onnx, "--calib-data", tmp_path / "nowhere", "-o", tmp_path / "a.onnx"), "no such file or folder"),
         ((tmp_path / "missing.onnx", "--calib-data", "digits", "-o", tmp_path / "a.onnx"), "does not exist"),
         ((demo18_onnx, "--calib-data", "digits", "--target", "cpu", "--high-precision", "fp16", "-o", tmp_path / "a.onnx"),
-         "applies to --target tensorrt"),
+         "--high-precision fp16 is not offered by --target cpu"),
     ]
     for args, message in cases:
         result = run(*args)

@@ -121,7 +121,7 @@ def test_image_folder_calibrates_as_well_as_digits(int8_demo, demo18_onnx, calib
 
 
 def test_percentile_is_cpu_only(demo18_onnx, tmp_path):
-    with pytest.raises(UsageError, match="percentile is not supported for --target tensorrt"):
+    with pytest.raises(UsageError, match="percentile is not supported for `target` tensorrt"):
         int8_from_onnx(demo18_onnx, tmp_path / "m.onnx", calib_source=open_source("digits", split="train", count=32),
                        config=Int8Config(target="tensorrt", method="percentile"))
     assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,4 @@
-"""``resnet-bench`` through click's CliRunner: tables, JSON in the DESIGN.md schema, gates, exit codes."""
+"""``resnet-bench`` through click's CliRunner: tables, JSON in the documented schema, gates, exit codes."""
 
 from __future__ import annotations
 

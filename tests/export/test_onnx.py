@@ -113,7 +113,7 @@ def test_simplifier_that_changes_answers_is_not_published(demo18, tmp_path, monk
 
 def test_existing_output_is_refused_and_left_unchanged(demo18_onnx, demo18):
     before = demo18_onnx.read_bytes()
-    with pytest.raises(UsageError, match="--overwrite"):
+    with pytest.raises(UsageError, match="`overwrite=True`"):
         onnx_from_torch(demo18, demo18_onnx)
     assert demo18_onnx.read_bytes() == before
     assert json.loads(manifest_path(demo18_onnx).read_text())["format"] == "resnet-deploy/1"

@@ -59,10 +59,10 @@ def _listing(folder) -> list[str]:
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"optimization_level": 6}, "--opt-level must be 0..5"),
-    ({"workspace_mib": 0}, "--workspace must be at least 1"),
-    ({"min_batch": 8, "max_batch": 4}, "--min-batch <= --opt-batch <= --max-batch"),
-    ({"opt_batch": 16, "max_batch": 8}, "--min-batch <= --opt-batch <= --max-batch"),
+    ({"optimization_level": 6}, "`optimization_level` must be 0..5"),
+    ({"workspace_mib": 0}, "`workspace_mib` must be at least 1"),
+    ({"min_batch": 8, "max_batch": 4}, "`min_batch` <= `opt_batch` <= `max_batch`"),
+    ({"opt_batch": 16, "max_batch": 8}, "`min_batch` <= `opt_batch` <= `max_batch`"),
 ])
 def test_config_validated(kwargs, match):
     with pytest.raises(UsageError, match=match):
@@ -93,7 +93,7 @@ def test_existing_output_refused_before_any_work(onnx_model, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # refused before TensorRT is even looked for
     out = onnx_model.parent / "model.plan"
     out.write_bytes(b"old engine")
-    with pytest.raises(UsageError, match="already exists.*--overwrite"):
+    with pytest.raises(UsageError, match="already exists.*`overwrite=True`"):
         engine_from_onnx(onnx_model, out)
     assert out.read_bytes() == b"old engine"
 
@@ -113,11 +113,15 @@ def test_onnx_modified_after_export_refused(onnx_model, monkeypatch):
 # ------------------------------------------------------------------------------------ CPU: fake TensorRT builder
 
 
-def make_fake_trt() -> SimpleNamespace:
-    """The builder half of the tensorrt module, recording every setting. Its BuilderFlag has no
-    precision flags, as in TensorRT 11: using one fails with AttributeError."""
-    trt = SimpleNamespace(__version__="10.13.3.9", parse_errors=[], build_fails=False, cache_mismatch=False,
-                          flags=[], network_flags=None, profiles=[], cache_in=None, input_name="input")
+def make_fake_trt(strongly_typed: int = 1) -> SimpleNamespace:
+    """The builder half of the tensorrt module. Classes, methods and parameter names are the real
+    ones (``test_fake_builder_matches_the_stubs`` holds them to tensorrt-stubs); what the fake
+    records lives under ``trt.fake``. Its BuilderFlag has no precision flags, as in TensorRT 11.
+    ``strongly_typed``: NetworkDefinitionCreationFlag.STRONGLY_TYPED, 1 on 10.x and 0 on 11.x."""
+    fake = SimpleNamespace(parse_errors=[], build_fails=False, cache_mismatch=False, profile_invalid=False,
+                           flags=[], network_flags=None, profiles=[], cache_in=[], input_name="input",
+                           config=None, logger=None, parsed=None)
+    trt = SimpleNamespace(__version__="10.13.3.9", fake=fake)
 
     class ILogger:
         INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)  # Severity, exported onto ILogger
@@ -125,13 +129,19 @@ def make_fake_trt() -> SimpleNamespace:
         def __init__(self) -> None:
             pass
 
+        def log(self, severity, msg):
+            pass
+
     class Logger(ILogger):
-        pass
+        def __init__(self, min_severity=None) -> None:
+            ILogger.__init__(self)
+
+    def _new(cls, **private):  # objects TensorRT hands out but that have no public constructor
+        obj = object.__new__(cls)
+        vars(obj).update(private)
+        return obj
 
     class ParserError:
-        def __init__(self, node, name, op, desc) -> None:
-            self._v = (node, name, op, desc)
-
         def node(self):
             return self._v[0]
 
@@ -149,88 +159,91 @@ def make_fake_trt() -> SimpleNamespace:
 
     class OnnxParser:
         def __init__(self, network, logger) -> None:
-            self.network = network
+            self._network = network
 
-        def parse_from_file(self, path):
-            trt.parsed = path
-            return not trt.parse_errors
+        def parse_from_file(self, model):
+            fake.parsed = model
+            return not fake.parse_errors
 
         @property
         def num_errors(self):
-            return len(trt.parse_errors)
+            return len(fake.parse_errors)
 
-        def get_error(self, i):
-            return ParserError(*trt.parse_errors[i])
+        def get_error(self, index):
+            return _new(ParserError, _v=fake.parse_errors[index])
 
-    class Network:
+    class INetworkDefinition:
         num_inputs = 1
 
-        def get_input(self, i):
-            return SimpleNamespace(name=trt.input_name)
+        def get_input(self, index):
+            return SimpleNamespace(name=fake.input_name)
 
-    class Profile:
-        def set_shape(self, name, lo, opt, hi):
-            trt.profiles.append((name, lo, opt, hi))
+    class IOptimizationProfile:
+        def set_shape(self, input, min, opt, max):  # noqa: A002 - TensorRT's parameter names
+            fake.profiles.append((input, min, opt, max))
 
-    class Cache:
-        def __init__(self, data: bytes) -> None:
-            self.data = data
+    class ITimingCache:
+        def combine(self, input_cache, ignore_mismatch):
+            assert ignore_mismatch is False
+            self._entries += [e for e in input_cache._entries if e not in self._entries]
+            return True
 
         def serialize(self):
-            return memoryview(self.data + b"+tuned")
+            return memoryview(b";".join(self._entries))
 
-    class Config:
-        def __init__(self) -> None:
-            trt.config = self
-            self.pool = {}
-            self.builder_optimization_level = 3
-            self.profiling_verbosity = "LAYER_NAMES_ONLY"
-            self.hardware_compatibility_level = "NONE"
-            self.cache = None
+    class IBuilderConfig:
+        builder_optimization_level = 3
+        profiling_verbosity = "LAYER_NAMES_ONLY"
+        hardware_compatibility_level = "NONE"
 
-        def set_memory_pool_limit(self, pool, size):
-            self.pool[pool] = size
+        def set_memory_pool_limit(self, pool, pool_size):
+            self._pool[pool] = pool_size
 
         def set_flag(self, flag):
-            trt.flags.append(flag)
+            fake.flags.append(flag)
 
         def add_optimization_profile(self, profile):
-            return 0
+            return -1 if fake.profile_invalid else 0
 
-        def create_timing_cache(self, data):
-            trt.cache_in = bytes(data)
-            return Cache(bytes(data))
+        def create_timing_cache(self, serialized_timing_cache):
+            fake.cache_in.append(bytes(serialized_timing_cache))
+            data = bytes(serialized_timing_cache)
+            return _new(ITimingCache, _entries=[e for e in data.split(b";") if e])
 
         def set_timing_cache(self, cache, ignore_mismatch):
             assert ignore_mismatch is False
-            self.cache = cache
-            return not trt.cache_mismatch
+            self._cache = cache
+            return not fake.cache_mismatch
 
         def get_timing_cache(self):
-            return self.cache
+            return self._cache
 
     class Builder:
         def __init__(self, logger) -> None:
-            trt.logger = logger
+            fake.logger = logger
 
         def create_network(self, flags):
-            trt.network_flags = flags
-            return Network()
+            fake.network_flags = flags
+            return INetworkDefinition()
 
         def create_builder_config(self):
-            return Config()
+            fake.config = _new(IBuilderConfig, _pool={}, _cache=None)
+            return fake.config
 
         def create_optimization_profile(self):
-            return Profile()
+            return IOptimizationProfile()
 
         def build_serialized_network(self, network, config):
-            if trt.build_fails:
-                trt.logger.log(Logger.ERROR, "Could not find any implementation for node conv1")
+            if fake.build_fails:
+                fake.logger.log(Logger.ERROR, "Could not find any implementation for node conv1")
                 return None
+            config._cache._entries.append(b"tactic-%d" % len(config._cache._entries))  # the build tunes kernels
             return memoryview(b"FAKEPLAN" + bytes(range(256)))
 
-    trt.ILogger, trt.Logger, trt.Builder, trt.OnnxParser = ILogger, Logger, Builder, OnnxParser
-    trt.NetworkDefinitionCreationFlag = SimpleNamespace(STRONGLY_TYPED=5)
+    for cls in (ILogger, Logger, ParserError, OnnxParser, INetworkDefinition, IOptimizationProfile, ITimingCache,
+                IBuilderConfig, Builder):
+        setattr(trt, cls.__name__, cls)
+    trt.NetworkDefinitionCreationFlag = SimpleNamespace(STRONGLY_TYPED=strongly_typed)
     trt.MemoryPoolType = SimpleNamespace(WORKSPACE="WORKSPACE")
     trt.ProfilingVerbosity = SimpleNamespace(DETAILED="DETAILED", LAYER_NAMES_ONLY="LAYER_NAMES_ONLY")
     trt.HardwareCompatibilityLevel = SimpleNamespace(NONE="NONE", AMPERE_PLUS="AMPERE_PLUS")
@@ -257,12 +270,12 @@ def test_build_publishes_plan_and_manifest(onnx_model, fake_trt):
     assert _listing(out.parent) == ["model.onnx", "model.onnx.json", "model.plan", "model.plan.json"]
 
     # strongly typed, no precision flags, the profile from the options and the ONNX's defaults
-    assert fake_trt.network_flags == 1 << 5 and fake_trt.flags == []
-    assert fake_trt.profiles == [("input", (1, 3, 32, 32), (8, 3, 32, 32), (16, 3, 32, 32))]
-    assert fake_trt.config.pool == {"WORKSPACE": 512 << 20}
-    assert fake_trt.config.profiling_verbosity == "DETAILED"
-    assert fake_trt.config.hardware_compatibility_level == "NONE"
-    assert fake_trt.parsed == str(onnx_model)
+    assert fake_trt.fake.network_flags == 1 << 1 and fake_trt.fake.flags == []
+    assert fake_trt.fake.profiles == [("input", (1, 3, 32, 32), (8, 3, 32, 32), (16, 3, 32, 32))]
+    assert fake_trt.fake.config._pool == {"WORKSPACE": 512 << 20}
+    assert fake_trt.fake.config.profiling_verbosity == "DETAILED"
+    assert fake_trt.fake.config.hardware_compatibility_level == "NONE"
+    assert fake_trt.fake.parsed == str(onnx_model)
 
     m = read_manifest(out, required=True)
     assert m == result.manifest
@@ -274,6 +287,7 @@ def test_build_publishes_plan_and_manifest(onnx_model, fake_trt):
                                     "version_compatible")} == {
         "tensorrt": "10.13.3.9", "gpu": "NVIDIA H100", "compute_capability": "9.0",
         "hardware_compatibility": False, "version_compatible": False}
+    assert m.build["integrated"] is False  # Jetson engines are told apart from discrete-GPU ones
     assert m.build["build_time_s"] >= 0
     assert m.versions["tensorrt"] == "10.13.3.9" and m.versions["onnx"] == "1.21.0"
     assert m.details["onnx_parity"]["top1_agreement"] == 1.0 and m.details["kept_layers"] == ["conv1"]
@@ -283,18 +297,18 @@ def test_portability_options(onnx_model, fake_trt):
     config = EngineConfig(hardware_compatibility=True, version_compatible=True, optimization_level=5,
                           detailed_profile=False)
     m = engine_from_onnx(onnx_model, onnx_model.parent / "model.plan", config=config).manifest
-    assert fake_trt.config.hardware_compatibility_level == "AMPERE_PLUS"
-    assert fake_trt.flags == ["VERSION_COMPATIBLE"]
-    assert fake_trt.config.builder_optimization_level == 5
-    assert fake_trt.config.profiling_verbosity == "LAYER_NAMES_ONLY"
-    assert fake_trt.config.pool == {}  # TensorRT's default workspace
+    assert fake_trt.fake.config.hardware_compatibility_level == "AMPERE_PLUS"
+    assert fake_trt.fake.flags == ["VERSION_COMPATIBLE"]
+    assert fake_trt.fake.config.builder_optimization_level == 5
+    assert fake_trt.fake.config.profiling_verbosity == "LAYER_NAMES_ONLY"
+    assert fake_trt.fake.config._pool == {}  # TensorRT's default workspace
     assert m.build["hardware_compatibility"] and m.build["version_compatible"]
 
 
 def test_hardware_compat_refused_on_jetson(onnx_model, fake_trt, monkeypatch):
     orin = cuda.DeviceInfo(0, "Orin", "8.7", 32 << 30, integrated=True)
     monkeypatch.setattr(cuda, "device_properties", lambda device=None: orin)
-    with pytest.raises(UsageError, match=r"--hardware-compat needs a discrete GPU.*Orin \(sm_87\)"):
+    with pytest.raises(UsageError, match=r"`hardware_compatibility` needs a discrete GPU.*Orin \(sm_87\)"):
         engine_from_onnx(onnx_model, onnx_model.parent / "model.plan",
                          config=EngineConfig(hardware_compatibility=True))
 
@@ -303,22 +317,58 @@ def test_timing_cache_read_and_written(onnx_model, fake_trt):
     cache = onnx_model.parent / "trt.cache"
     config = EngineConfig(timing_cache=cache)
     engine_from_onnx(onnx_model, onnx_model.parent / "a.plan", config=config)
-    assert fake_trt.cache_in == b"" and cache.read_bytes() == b"+tuned"
+    assert fake_trt.fake.cache_in[0] == b"" and cache.read_bytes() == b"tactic-0"
     engine_from_onnx(onnx_model, onnx_model.parent / "b.plan", config=config)
-    assert fake_trt.cache_in == b"+tuned" and cache.read_bytes() == b"+tuned+tuned"
+    assert fake_trt.fake.cache_in[2] == b"tactic-0" and cache.read_bytes() == b"tactic-0;tactic-1"
+
+
+def test_timing_cache_merges_entries_written_by_a_concurrent_build(onnx_model, fake_trt):
+    # Defect 7: the cache file was overwritten with this build's cache, losing what another build
+    # sharing the file had added meanwhile. Now it is re-read, combined and replaced under a lock.
+    cache = onnx_model.parent / "trt.cache"
+    build = fake_trt.Builder.build_serialized_network
+
+    def build_while_another_finishes(self, network, config):
+        cache.write_bytes(b"other-build")  # the other build saved its cache while this one ran
+        return build(self, network, config)
+
+    fake_trt.Builder.build_serialized_network = build_while_another_finishes
+    engine_from_onnx(onnx_model, onnx_model.parent / "a.plan", config=EngineConfig(timing_cache=cache))
+    assert sorted(cache.read_bytes().split(b";")) == [b"other-build", b"tactic-0"]
+    assert (onnx_model.parent / "trt.cache.lock").exists()
+
+
+def test_invalid_optimization_profile_refused(onnx_model, fake_trt):
+    # Defect 7: add_optimization_profile returns -1 for a profile TensorRT finds invalid; it was ignored.
+    fake_trt.fake.profile_invalid = True
+    before = _listing(onnx_model.parent)
+    with pytest.raises(DeployError, match=r"refused the optimization profile for 'input' \(batch 1/8/64\)"):
+        engine_from_onnx(onnx_model, onnx_model.parent / "model.plan")
+    assert _listing(onnx_model.parent) == before
+
+
+@pytest.mark.parametrize("value, release", [(1, "10.x"), (0, "11.x")])
+def test_strongly_typed_flag_with_its_real_values(onnx_model, monkeypatch, value, release):
+    # STRONGLY_TYPED is 1 in TensorRT 10 (0 is the removed EXPLICIT_BATCH) and 0 in 11 (NVIDIA's headers,
+    # tests/data/tensorrt_api): the network flag is built from the enum, never from a number.
+    trt = make_fake_trt(strongly_typed=value)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(cuda, "device_properties", lambda device=None: DEVICE)
+    engine_from_onnx(onnx_model, onnx_model.parent / "model.plan")
+    assert trt.fake.network_flags == 1 << value
 
 
 def test_timing_cache_from_another_gpu_refused(onnx_model, fake_trt):
     cache = onnx_model.parent / "trt.cache"
     cache.write_bytes(b"other gpu")
-    fake_trt.cache_mismatch = True
+    fake_trt.fake.cache_mismatch = True
     with pytest.raises(UsageError, match="timing cache from another GPU"):
         engine_from_onnx(onnx_model, onnx_model.parent / "model.plan", config=EngineConfig(timing_cache=cache))
     assert cache.read_bytes() == b"other gpu"
 
 
 def test_parser_errors_listed_by_node(onnx_model, fake_trt):
-    fake_trt.parse_errors = [(12, "/layer1/conv", "ConvInteger", "unsupported operator"),
+    fake_trt.fake.parse_errors = [(12, "/layer1/conv", "ConvInteger", "unsupported operator"),
                              (-1, "", "", "model has no graph")]
     before = _listing(onnx_model.parent)
     with pytest.raises(DeployError, match=r"cannot parse it: node 12 '/layer1/conv' \(ConvInteger\): "
@@ -328,7 +378,7 @@ def test_parser_errors_listed_by_node(onnx_model, fake_trt):
 
 
 def test_failed_build_shows_log_and_writes_nothing(onnx_model, fake_trt):
-    fake_trt.build_fails = True
+    fake_trt.fake.build_fails = True
     cache = onnx_model.parent / "trt.cache"
     before = _listing(onnx_model.parent)
     with pytest.raises(DeployError, match="build failed: Could not find any implementation for node conv1"):
@@ -337,7 +387,7 @@ def test_failed_build_shows_log_and_writes_nothing(onnx_model, fake_trt):
 
 
 def test_network_input_must_match_manifest(onnx_model, fake_trt):
-    fake_trt.input_name = "x"
+    fake_trt.fake.input_name = "x"
     with pytest.raises(UsageError, match=r"expected one input 'input', the network has \['x'\]"):
         engine_from_onnx(onnx_model, onnx_model.parent / "model.plan")
 
@@ -428,3 +478,20 @@ def test_real_build_and_inspect(demo18_onnx, tmp_path):
     assert info["detailed"] and info["layers"] and "fp32" in info["precisions"]
     with pytest.raises(UsageError, match="already exists"):
         engine_from_onnx(demo18_onnx, out, config=config)
+
+
+def test_fake_builder_matches_the_stubs(tensorrt_stub_mismatches):
+    assert tensorrt_stub_mismatches(make_fake_trt()) == []
+
+
+def test_stub_check_catches_a_fake_that_drifted(tensorrt_stub_mismatches):
+    trt = make_fake_trt()
+    trt.IBuilderConfig.set_flags = lambda self, flag: None  # no such method
+    trt.IBuilderConfig.set_memory_pool_limit = lambda self, pool, size: None  # real name: pool_size
+    trt.BuilderFlag.FP16 = "FP16"  # TensorRT 10.13 still has it, so the stubs do: allowed here
+    trt.BuilderFlag.NO_SUCH_FLAG = "X"
+    found = tensorrt_stub_mismatches(trt)
+    assert any("set_flags: not in the stubs" in f for f in found), found
+    assert any("set_memory_pool_limit('pool', 'size')" in f for f in found), found
+    assert any("BuilderFlag.NO_SUCH_FLAG" in f for f in found), found
+    assert len(found) == 3, found

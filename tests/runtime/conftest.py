@@ -23,6 +23,7 @@ class _Err(enum.IntEnum):
     cudaErrorInsufficientDriver = 35
     cudaErrorNoDevice = 100
     cudaErrorInvalidResourceHandle = 400
+    cudaErrorIllegalAddress = 700
     cudaErrorStreamCaptureInvalidated = 901
 
 
@@ -56,6 +57,7 @@ class FakeCudart:
         self.execs: dict[int, list] = {}
         self.capturing: dict[int, list] = {}  # stream handle -> work recorded under capture
         self.fail: dict[str, _Err] = {}  # call name -> error its next call returns
+        self.sticky: _Err | None = None  # a sticky error (illegal address): every later call returns it
         self.invalidate_capture = False
         self.calls: list[str] = []
         self.clock_ms = 0.0  # advanced by copies (0.25 ms) and by fake kernels
@@ -74,7 +76,7 @@ class FakeCudart:
 
     def _enter(self, name: str) -> _Err | None:
         self.calls.append(name)
-        return self.fail.pop(name, None)
+        return self.fail.pop(name, None) or self.sticky
 
     def _in_device(self, ptr: int, nbytes: int) -> bool:
         return any(base <= ptr and ptr + nbytes <= base + len(buf) for base, buf in self.device_memory.items())
@@ -152,7 +154,8 @@ class FakeCudart:
         return _Err.cudaSuccess, _Handle(handle)
 
     def cudaStreamDestroy(self, stream):  # noqa: N802
-        self.calls.append("cudaStreamDestroy")
+        if err := self._enter("cudaStreamDestroy"):
+            return (err,)
         if int(stream) not in self.streams:
             return (_Err.cudaErrorInvalidResourceHandle,)
         self.streams.remove(int(stream))
@@ -188,7 +191,8 @@ class FakeCudart:
 
     # -- graphs
     def cudaStreamBeginCapture(self, stream, mode):  # noqa: N802
-        self.calls.append("cudaStreamBeginCapture")
+        if err := self._enter("cudaStreamBeginCapture"):
+            return (err,)
         self.capturing[int(stream)] = []
         return (_Err.cudaSuccess,)
 
@@ -202,6 +206,8 @@ class FakeCudart:
         return _Err.cudaSuccess, _Handle(handle)
 
     def cudaGraphInstantiate(self, graph, flags):  # noqa: N802
+        if err := self._enter("cudaGraphInstantiate"):
+            return err, None
         handle = self._new()
         self.execs[handle] = list(self.graphs[int(graph)])
         return _Err.cudaSuccess, _Handle(handle)

@@ -28,6 +28,8 @@ def test_missing_cuda_python_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "cuda.bindings", None)
     with pytest.raises(MissingDependencyError, match=r"pip install cuda-python.*Jetson"):
         cuda.cudart()
+    with pytest.raises(MissingDependencyError):  # no cuda-python is not "no GPU"
+        cuda.device_count()
 
 
 def test_cuda_call_returns_values_and_names_errors(fake_cudart):
@@ -152,6 +154,87 @@ def test_graph_capture_exception_ends_capture(fake_cudart):
     with pytest.raises(RuntimeError, match="enqueue failed"):
         cuda.capture_graph(stream, boom)
     assert not fake_cudart.capturing and not fake_cudart.graphs
+
+
+class _DlopenFails:
+    """cuda-python 12.6-12.8 on a machine without a driver: every call raises RuntimeError."""
+
+    def __getattr__(self, name):
+        def call(*args):
+            raise RuntimeError("Failed to dlopen libcuda.so.1")
+
+        return call
+
+
+def test_bindings_that_raise_without_a_driver_give_our_one_line_error(monkeypatch):
+    # Defect 2: cuda-python 12.6-12.8 raise RuntimeError where 12.9+ return an error code; the raw
+    # RuntimeError escaped "never raises" device_count() and every wrapper call.
+    monkeypatch.setattr(cuda, "_cudart", _DlopenFails())
+    assert cuda.device_count() == 0
+    with pytest.raises(DeployError, match=r"^cudaMalloc failed: RuntimeError: Failed to dlopen libcuda.so.1 "
+                                          r"\(no usable NVIDIA driver on this machine\)$"):
+        cuda.DeviceBuffer(64)
+    with pytest.raises(DeployError, match="cudaGetDevice failed: RuntimeError"):
+        cuda.device_properties()
+    assert not _real_cuda()  # the module-level skip condition of the GPU tests does not error
+
+
+def _real_runtime():
+    try:
+        from cuda.bindings import runtime as rt  # cuda-python >= 12.6.1
+    except ImportError:
+        try:
+            from cuda import cudart as rt  # older layout
+        except ImportError:
+            pytest.skip("cuda-python is not installed here (CI runs this in its cuda-python environments)")
+    return rt
+
+
+def _arity(function) -> int | None:
+    """Parameter count of a cuda-bindings function, from its signature or its docstring's first line."""
+    import inspect
+
+    try:
+        return len(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        head = (function.__doc__ or "").split("\n", 1)[0]
+        m = re.match(r"\w+\((.*)\)", head)
+        return None if m is None else len([p for p in m.group(1).split(",") if p.strip()])
+
+
+def test_fake_cudart_matches_cuda_bindings(fake_cudart):
+    """The fake's functions exist in cuda-python with the same number of parameters, and its enum
+    members have cuda-python's values (error codes, copy kinds, capture modes)."""
+    import inspect
+
+    rt = _real_runtime()
+    fake = type(fake_cudart)
+    functions = [n for n, v in vars(fake).items() if n.startswith("cuda") and inspect.isfunction(v)]
+    assert len(functions) >= 20
+    for name in functions:
+        real = getattr(rt, name, None)
+        assert real is not None, f"{name}: not in cuda-python"
+        expected = _arity(real)
+        got = len(inspect.signature(getattr(fake, name)).parameters) - 1  # without self
+        assert expected is None or got == expected, f"{name}: {got} parameters here, {expected} in cuda-python"
+    for enum_name in ("cudaError_t", "cudaMemcpyKind", "cudaStreamCaptureMode"):
+        real_enum = getattr(rt, enum_name)
+        for member in getattr(fake, enum_name):
+            assert int(getattr(real_enum, member.name)) == int(member), f"{enum_name}.{member.name}"
+
+
+def test_real_bindings_without_a_driver_give_one_line_errors(monkeypatch):
+    """The installed cuda-python, on a machine without a driver: 12.6-12.8 raise, 12.9+ return codes;
+    both must reach the user as one DeployError line, and device_count() as 0."""
+    _real_runtime()
+    monkeypatch.setattr(cuda, "_cudart", None)
+    if cuda.device_count() > 0:
+        pytest.skip("a CUDA device is present: the GPU tests below cover this host")
+    with pytest.raises(DeployError) as info:
+        cuda.DeviceBuffer(64)
+    message = str(info.value)
+    assert message.startswith("cudaMalloc") and "\n" not in message
+    assert "no usable NVIDIA driver" in message, message
 
 
 # ------------------------------------------------------------------------------------ GPU: real cuda-python

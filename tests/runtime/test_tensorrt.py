@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -125,7 +126,7 @@ def test_same_host_accepted():
     (BUILD, HostInfo("11.4.0", "8.7")),
     (BUILD, HostInfo("10.13.3", "8.9")),
     ({**BUILD, "version_compatible": True}, HostInfo("10.13.1", "8.7")),  # older than the builder
-    ({**BUILD, "version_compatible": True}, HostInfo("11.0.0", "8.7")),  # another major
+    ({**BUILD, "version_compatible": True}, HostInfo("12.0.0", "8.7")),  # a major NVIDIA does not document
     ({**BUILD, "compute_capability": "8.6", "hardware_compatibility": True}, HostInfo("10.13.3", "7.5")),
 ])
 def test_other_host_refused_naming_both(build, host):
@@ -134,6 +135,57 @@ def test_other_host_refused_naming_both(build, host):
     expected = f"built for TRT {build['tensorrt']} / {built_sm}, this is TRT {host.tensorrt} / {host_sm}.*rebuild"
     with pytest.raises(UsageError, match=expected):
         check_build_matches_host(build, host, path="m.plan")
+
+
+def _table_rows() -> list[list[str]]:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "tensorrt.md").read_text(encoding="utf-8")
+    body = text.split("<!-- compatibility-table", 1)[1].split("<!-- end compatibility-table", 1)[0]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in body.splitlines()
+            if line.startswith("|") and not line.startswith("|---")]
+    return rows[1:]  # without the header
+
+
+def _gpu(text: str) -> tuple[str, bool]:
+    sm, _, where = text.partition(" ")
+    return f"{sm[3:-1]}.{sm[-1]}", where == "Jetson"
+
+
+@pytest.mark.parametrize("row", _table_rows(), ids=lambda row: row[0])
+def test_compatibility_table(row):
+    """docs/tensorrt.md's table of NVIDIA's documented cases is what check_build_matches_host does."""
+    case, built_with, built_on, flags, runs_on, loads, page = row
+    assert page.startswith("https://docs.nvidia.com/"), case
+    cc, integrated = _gpu(built_on)
+    build = {"tensorrt": built_with, "compute_capability": cc, "integrated": integrated,
+             "version_compatible": "vc" in flags.split(), "hardware_compatibility": "hw" in flags.split()}
+    host_version, _, host_gpu = runs_on.partition(" ")
+    host_cc, host_integrated = _gpu(host_gpu)
+    host = HostInfo(host_version, host_cc, integrated=host_integrated)
+    if loads == "yes":
+        check_build_matches_host(build, host, path="m.plan")
+    else:
+        assert loads == "no", case
+        with pytest.raises(UsageError, match=f"built for TRT {built_with} .* this is TRT {host_version} "):
+            check_build_matches_host(build, host, path="m.plan")
+
+
+def test_compatibility_table_covers_the_documented_cases():
+    cases = " / ".join(row[0] for row in _table_rows()).lower()
+    for needle in ("same release", "same major", "10 on an 11", "8.6 on a 10", "hardware compatible",
+                   "another compute capability", "jetson engine on a discrete"):
+        assert needle in cases, needle
+
+
+def test_version_compatible_tensorrt10_engine_runs_on_tensorrt11():
+    # Defect 1: refused before ("same major" was required); NVIDIA documents 10 -> 11 and 8 -> 10.
+    check_build_matches_host({**BUILD, "version_compatible": True}, HostInfo("11.4.1", "8.7"), path="m.plan")
+    check_build_matches_host({**BUILD, "tensorrt": "8.6.1", "version_compatible": True}, HostInfo("10.3.0", "8.7"),
+                             path="m.plan")
+    with pytest.raises(UsageError, match="built for TRT 8.6.1"):
+        check_build_matches_host({**BUILD, "tensorrt": "8.6.1", "version_compatible": True},
+                                 HostInfo("11.4.1", "8.7"), path="m.plan")
+    with pytest.raises(UsageError, match="built for TRT 10.13.3"):  # plain engines still need the exact version
+        check_build_matches_host(BUILD, HostInfo("11.4.1", "8.7"), path="m.plan")
 
 
 def test_compatible_engines_accepted():
@@ -148,8 +200,14 @@ def test_compatible_engines_accepted():
 
 
 def make_fake_trt(cudart) -> SimpleNamespace:
-    """Just enough of the tensorrt module for TensorRTSession: a (-1,3,4,4) -> (-1,5) engine, batch 1..4."""
-    trt = SimpleNamespace(__version__="10.13.3.9", executes=0, refuse_capture=False, fail_execute=False)
+    """Just enough of the tensorrt module for TensorRTSession: a (-1,3,4,4) -> (-1,5) engine, batch 1..4.
+
+    Classes, methods and parameter names are the real ones (``test_fake_runtime_matches_the_stubs``
+    holds them to tensorrt-stubs); what the fake records or is told to do lives under ``trt.fake``.
+    """
+    fake = SimpleNamespace(executes=0, refuse_capture=False, fail_execute=False, dtypes={}, context=None,
+                           runtime=None, logger=None)
+    trt = SimpleNamespace(__version__="10.13.3.9", fake=fake)
 
     class ILogger:
         INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)  # Severity, exported onto ILogger
@@ -157,35 +215,40 @@ def make_fake_trt(cudart) -> SimpleNamespace:
         def __init__(self) -> None:
             pass
 
+        def log(self, severity, msg):
+            pass
+
     class Logger(ILogger):
-        pass
+        def __init__(self, min_severity=None) -> None:
+            ILogger.__init__(self)
 
-    class Context:
-        def __init__(self) -> None:
-            self.shape: tuple[int, ...] | None = None
-            self.addresses: dict[str, int] = {}
+    def _new(cls, **private):  # objects TensorRT hands out but that have no public constructor
+        obj = object.__new__(cls)
+        vars(obj).update(private)
+        return obj
 
+    class IExecutionContext:
         def set_input_shape(self, name, shape):
             if name != "input" or not 1 <= shape[0] <= 4 or tuple(shape[1:]) != (3, 4, 4):
                 return False
-            self.shape = tuple(shape)
+            self._shape = tuple(shape)
             return True
 
         def get_tensor_shape(self, name):
-            return self.shape if name == "input" else (self.shape[0], 5)
+            return self._shape if name == "input" else (self._shape[0], 5)
 
-        def set_tensor_address(self, name, ptr):
-            self.addresses[name] = ptr
+        def set_tensor_address(self, name, memory):
+            self._addresses[name] = memory
             return True
 
         def execute_async_v3(self, stream_handle):
-            trt.executes += 1
-            if trt.fail_execute:
-                trt.logger.log(Logger.ERROR, "IExecutionContext::enqueueV3: illegal memory access")
+            fake.executes += 1
+            if fake.fail_execute:
+                fake.logger.log(Logger.ERROR, "IExecutionContext::enqueueV3: illegal memory access")
                 return False
-            if trt.refuse_capture and stream_handle in cudart.capturing:
+            if fake.refuse_capture and stream_handle in cudart.capturing:
                 return False
-            n, src, dst = self.shape[0], self.addresses["input"], self.addresses["logits"]
+            n, src, dst = self._shape[0], self._addresses["input"], self._addresses["logits"]
 
             def kernel() -> None:  # reads the device input, writes the device output, takes 1 ms
                 x = np.ctypeslib.as_array((ctypes.c_float * (n * 48)).from_address(src)).reshape(n, 48)
@@ -196,43 +259,52 @@ def make_fake_trt(cudart) -> SimpleNamespace:
             cudart.run_or_capture(stream_handle, kernel)
             return True
 
-    class Engine:
+    class ICudaEngine:
         num_io_tensors = 2
 
-        def get_tensor_name(self, i):
-            return ("input", "logits")[i]
+        def get_tensor_name(self, index):
+            return ("input", "logits")[index]
 
         def get_tensor_mode(self, name):
-            return "INPUT" if name == "input" else "OUTPUT"
+            return trt.TensorIOMode.INPUT if name == "input" else trt.TensorIOMode.OUTPUT
 
         def get_tensor_dtype(self, name):
-            return "FLOAT"
+            return fake.dtypes.get(name, trt.DataType.FLOAT)
 
         def get_tensor_shape(self, name):
             return (-1, 3, 4, 4) if name == "input" else (-1, 5)
 
-        def get_tensor_profile_shape(self, name, profile):
-            assert name == "input" and profile == 0
+        def get_tensor_profile_shape(self, name, profile_index):
+            assert name == "input" and profile_index == 0
             return [(1, 3, 4, 4), (2, 3, 4, 4), (4, 3, 4, 4)]
 
-        def create_execution_context(self):
-            trt.context = Context()
-            return trt.context
+        def create_execution_context(self, strategy=None):
+            fake.context = _new(IExecutionContext, _shape=None, _addresses={})
+            return fake.context
 
     class Runtime:
         def __init__(self, logger) -> None:
-            trt.logger, trt.runtime = logger, self
+            fake.logger, fake.runtime = logger, self
             self.engine_host_code_allowed = False
 
-        def deserialize_cuda_engine(self, data):
-            if not bytes(data).startswith(b"FAKEPLAN"):
-                trt.logger.log(Logger.ERROR, "Serialization assertion magicTagRead == kMAGIC_TAG failed")
+        def deserialize_cuda_engine(self, serialized_engine):
+            if not bytes(serialized_engine).startswith(b"FAKEPLAN"):
+                fake.logger.log(Logger.ERROR, "Serialization assertion magicTagRead == kMAGIC_TAG failed")
                 return None
-            return Engine()
+            return ICudaEngine()
 
-    trt.ILogger, trt.Logger, trt.Runtime = ILogger, Logger, Runtime
+    def nptype(trt_type):
+        # as the wheel's tensorrt.nptype: TypeError for types numpy lacks (bfloat16, fp8, int4, fp4)
+        mapping = {trt.DataType.FLOAT: np.float32, trt.DataType.HALF: np.float16, trt.DataType.UINT8: np.uint8}
+        if trt_type in mapping:
+            return mapping[trt_type]
+        raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
+
+    for cls in (ILogger, Logger, IExecutionContext, ICudaEngine, Runtime):
+        setattr(trt, cls.__name__, cls)
     trt.TensorIOMode = SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
-    trt.nptype = {"FLOAT": np.float32}.__getitem__
+    trt.DataType = SimpleNamespace(FLOAT="FLOAT", HALF="HALF", UINT8="UINT8", BF16="BF16")
+    trt.nptype = nptype
     return trt
 
 
@@ -262,8 +334,8 @@ def test_session_runs_and_follows_batch_size(tmp_path, fake_trt, fake_cudart):
             out = session.run(x)
             assert out.shape == (n, 5) and out.dtype == np.float32
             np.testing.assert_allclose(out, _expected(x), rtol=1e-5, atol=1e-5)
-        assert fake_trt.context.shape == (4, 3, 4, 4)
-        assert not fake_trt.runtime.engine_host_code_allowed
+        assert fake_trt.fake.context._shape == (4, 3, 4, 4)
+        assert not fake_trt.fake.runtime.engine_host_code_allowed
     assert fake_cudart.live() == 0  # buffers, stream and events freed
     session.close()  # idempotent
     with pytest.raises(UsageError, match="closed"):
@@ -297,21 +369,21 @@ def test_cuda_graph_captured_replayed_and_recaptured(tmp_path, fake_trt, fake_cu
     with open_session(_write_plan(tmp_path), cuda_graph=True) as session:
         x2, x3 = _batch(2, seed=2), _batch(3, seed=3)
         session.run(x2)  # plain run, then capture
-        assert fake_trt.executes == 2 and len(fake_cudart.execs) == 1
+        assert fake_trt.fake.executes == 2 and len(fake_cudart.execs) == 1
         out, times = session.run_timed(x2 + 1)  # replayed: no new execute call
-        assert fake_trt.executes == 2 and "cudaGraphLaunch" in fake_cudart.calls
+        assert fake_trt.fake.executes == 2 and "cudaGraphLaunch" in fake_cudart.calls
         np.testing.assert_allclose(out, _expected(x2 + 1), rtol=1e-5, atol=1e-4)
         assert times["gpu_compute_ms"] == pytest.approx(1.0)
         out = session.run(x3)  # new shape: plain run, then a new capture replaces the old graph
         np.testing.assert_allclose(out, _expected(x3), rtol=1e-5, atol=1e-5)
-        assert fake_trt.executes == 4 and len(fake_cudart.execs) == 1
+        assert fake_trt.fake.executes == 4 and len(fake_cudart.execs) == 1
         np.testing.assert_allclose(session.run(x3 * 2), _expected(x3 * 2), rtol=1e-5, atol=1e-4)
-        assert fake_trt.executes == 4
+        assert fake_trt.fake.executes == 4
     assert fake_cudart.live() == 0
 
 
 def test_cuda_graph_capture_failure_falls_back(tmp_path, fake_trt, fake_cudart):
-    fake_trt.refuse_capture = True
+    fake_trt.fake.refuse_capture = True
     with open_session(_write_plan(tmp_path), cuda_graph=True) as session:
         x = _batch(2)
         with pytest.warns(RuntimeWarning, match="cannot run under CUDA graph capture"):
@@ -324,7 +396,7 @@ def test_cuda_graph_capture_failure_falls_back(tmp_path, fake_trt, fake_cudart):
 
 def test_execution_failure_shows_tensorrt_log(tmp_path, fake_trt):
     with open_session(_write_plan(tmp_path)) as session:
-        fake_trt.fail_execute = True
+        fake_trt.fake.fail_execute = True
         with pytest.raises(DeployError, match="execution failed.*illegal memory access"):
             session.run(_batch(1))
 
@@ -344,13 +416,13 @@ def test_engine_from_another_host_refused_before_deserializing(tmp_path, fake_tr
     path = _write_plan(tmp_path, manifest=_manifest(FAKE_PLAN, compute_capability="9.0"))
     with pytest.raises(UsageError, match="built for TRT 10.13.3 / sm_90, this is TRT 10.13.3.9 / sm_87"):
         open_session(path)
-    assert not hasattr(fake_trt, "runtime")
+    assert fake_trt.fake.runtime is None
 
 
 def test_version_compatible_engine_allows_host_code(tmp_path, fake_trt):
     path = _write_plan(tmp_path, manifest=_manifest(FAKE_PLAN, version_compatible=True, tensorrt="10.13.0"))
     with open_session(path):
-        assert fake_trt.runtime.engine_host_code_allowed
+        assert fake_trt.fake.runtime.engine_host_code_allowed
 
 
 def test_failed_setup_frees_what_it_allocated(tmp_path, fake_trt, fake_cudart):
@@ -366,6 +438,53 @@ def test_manifest_of_another_model_refused(tmp_path, fake_trt, fake_cudart):
     with pytest.raises(UsageError, match="engine input is 'input' but its manifest says 'images'"):
         open_session(_write_plan(tmp_path, manifest=manifest))
     assert fake_cudart.live() == 0
+
+
+@pytest.mark.parametrize("failing", ["cudaStreamBeginCapture", "cudaGraphInstantiate"])
+def test_failed_graph_capture_keeps_the_result_and_falls_back(tmp_path, fake_trt, fake_cudart, failing):
+    # Defect 3: the error escaped _capture(), losing the logits of the plain run that had just
+    # succeeded, and cuda_graph stayed on so every later call failed the same way.
+    fake_cudart.fail[failing] = fake_cudart.cudaError_t.cudaErrorInvalidValue
+    with open_session(_write_plan(tmp_path), cuda_graph=True) as session:
+        x = _batch(2)
+        with pytest.warns(RuntimeWarning, match=f"CUDA graph capture failed.*{failing}.*running without graphs"):
+            out = session.run(x)
+        np.testing.assert_allclose(out, _expected(x), rtol=1e-5, atol=1e-5)
+        assert not session.cuda_graph and failing in session.graph_note
+        np.testing.assert_allclose(session.run(x * 2), _expected(x * 2), rtol=1e-5, atol=1e-4)
+        assert not fake_cudart.capturing and not fake_cudart.graphs and not fake_cudart.execs
+
+
+def test_close_after_a_sticky_error_frees_everything_and_keeps_the_first_error(tmp_path, fake_trt, fake_cudart):
+    # Defect 4: close() stopped at the first failed cudaFree (leaking the rest: buffers, stream,
+    # context, engine, runtime) and, in a with block, replaced the error that caused it.
+    session = open_session(_write_plan(tmp_path))
+    fake_cudart.calls.clear()
+    fake_cudart.sticky = fake_cudart.cudaError_t.cudaErrorIllegalAddress
+    with pytest.raises(DeployError, match="cudaErrorIllegalAddress"):
+        with session:
+            session.run(_batch(1))  # the copy hits the sticky error
+    frees = [c for c in fake_cudart.calls if c in ("cudaFree", "cudaFreeHost", "cudaStreamDestroy")]
+    assert sorted(frees) == ["cudaFree", "cudaFree", "cudaFreeHost", "cudaFreeHost", "cudaStreamDestroy"]
+    assert len(session.close_errors) == 5 and all("cudaErrorIllegalAddress" in e for e in session.close_errors)
+    assert session.engine is None and session._context is None and session._stream is None
+    session.close()  # idempotent, nothing left to free
+    assert len(session.close_errors) == 5
+
+
+def test_engine_io_type_numpy_lacks_is_refused(tmp_path, fake_trt, fake_cudart):
+    # Defect 5: the fake's nptype raised KeyError where TensorRT's raises TypeError, so the
+    # session's "numpy cannot hold" branch never ran. Now the fake is the real function's twin.
+    fake_trt.fake.dtypes["logits"] = fake_trt.DataType.BF16
+    with pytest.raises(UsageError, match="engine I/O type numpy cannot hold.*Could not resolve TensorRT datatype"):
+        open_session(_write_plan(tmp_path))
+    assert fake_cudart.live() == 0
+    with pytest.raises(TypeError):
+        fake_trt.nptype(fake_trt.DataType.BF16)
+
+
+def test_fake_runtime_matches_the_stubs(fake_trt, tensorrt_stub_mismatches):
+    assert tensorrt_stub_mismatches(fake_trt) == []
 
 
 # ------------------------------------------------------------------------------------ GPU: real TensorRT

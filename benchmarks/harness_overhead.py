@@ -1,7 +1,7 @@
 """Does the harness measure onnxruntime, or itself? Harness throughput against a bare onnxruntime loop.
 
-    python -m resnet_deploy.benchmarks.harness_overhead [--model M.onnx] [--arch resnet18] [--batch 1,8]
-                                                        [--threads 2] [--rounds 5] [--duration 3]
+    python benchmarks/harness_overhead.py [--model M.onnx] [--arch resnet18] [--batch 1,8]
+                                          [--threads 2] [--rounds 5] [--duration 3]
 
 Both time the same model with the same session options (intra-op threads, one inter-op thread,
 all graph optimisations) on the same input, interleaved round by round so load elsewhere hits
@@ -14,14 +14,14 @@ Without ``--model`` an untrained ``--arch`` at 224x224 is exported to a temporar
 
 from __future__ import annotations
 
-import argparse
+import os
 import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
+import click
 import numpy as np
 
 
@@ -97,40 +97,49 @@ def compare(model: Path, *, batches: list[int], threads: int, rounds: int, durat
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m resnet_deploy.benchmarks.harness_overhead",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, help="an .onnx model (default: an untrained --arch, exported now)")
-    parser.add_argument("--arch", default="resnet18")
-    parser.add_argument("--batch", default="1,8", help="comma-separated batch sizes")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
-    args = parser.parse_args(argv)
-    batches = [int(b) for b in args.batch.split(",")]
+def _batches(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    try:
+        batches = [int(b) for b in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: comma-separated batch sizes, e.g. 1,8") from None
+    if any(b < 1 for b in batches):
+        raise click.BadParameter(f"{value!r}: batch sizes are at least 1")
+    return batches
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="An .onnx model (default: an untrained --arch, exported now).")
+@click.option("--arch", default="resnet18", show_default=True)
+@click.option("--batch", "batches", default="1,8", show_default=True, callback=_batches,
+              help="Comma-separated batch sizes.")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True,
+              help="Seconds per measurement.")
+@click.option("--warmup", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Untimed seconds before each measurement.")
+def main(model: Path | None, arch: str, batches: list[int], threads: int, rounds: int, duration: float,
+         warmup: float) -> None:
+    """Harness throughput against a bare onnxruntime loop; exits 1 when they differ by more than 3%."""
+    given = model
     with tempfile.TemporaryDirectory(prefix="resnet-deploy-overhead-") as tmp:
-        model = args.model
         if model is None:
-            from resnet_deploy.export.onnx import onnx_from_torch
-            from resnet_deploy.weights import load_model
+            from resnet_deploy.cpu_table import export_untrained
 
-            model = Path(tmp) / f"{args.arch}.onnx"
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # untrained on purpose: speed only
-                onnx_from_torch(load_model(args.arch, None), model)
-        results = compare(model, batches=batches, threads=args.threads, rounds=args.rounds, duration_s=args.duration)
-    import os
-
-    print(f"model {args.model or args.arch + ' (untrained, 224x224)'}, {args.threads} threads, medians of "
-          f"{args.rounds} interleaved rounds of {args.duration:g} s, load average {os.getloadavg()[0]:.2f}")
+            model = export_untrained(arch, Path(tmp) / f"{arch}.onnx")
+        results = compare(model, batches=batches, threads=threads, rounds=rounds, duration_s=duration,
+                          warmup_s=warmup)
+    print(f"model {given or arch + ' (untrained, 224x224)'}, {threads} threads, medians of "
+          f"{rounds} interleaved rounds of {duration:g} s, load average {os.getloadavg()[0]:.2f}")
     worst = 0.0
     for batch, (h, b, ratio) in results.items():
         worst = max(worst, abs(ratio - 1))
         print(f"batch {batch}: harness {h:.2f} img/s, bare onnxruntime loop {b:.2f} img/s (medians); "
               f"median per-round harness/bare {ratio:.3f} ({ratio - 1:+.1%})")
     print(f"largest difference {worst:.1%} ({'within' if worst <= 0.03 else 'NOT within'} 3%)")
-    return 0 if worst <= 0.03 else 1
+    sys.exit(0 if worst <= 0.03 else 1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

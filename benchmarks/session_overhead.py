@@ -1,6 +1,6 @@
-"""What ``Session.run`` costs over a bare ``onnxruntime.InferenceSession.run`` (issue 4: at most 3%).
+"""What ``Session.run`` costs over a bare ``onnxruntime.InferenceSession.run`` (at most 3%).
 
-    python -m resnet_deploy.benchmarks.session_overhead [--model r50.onnx] [--batch 8] [--threads 2]
+    python benchmarks/session_overhead.py [--model r50.onnx] [--batch 8] [--threads 2]
 
 Without ``--model`` it exports an untrained ResNet-50 (seed 0, needs torch) to a temporary
 folder. The callers share one process and one ``InferenceSession`` (so one set of session
@@ -15,7 +15,6 @@ noise.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -23,24 +22,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 import numpy as np
 
-LIMIT_PCT = 3.0  # issue 4: Session.run may cost at most 3% over the bare InferenceSession
-
-
-def export_resnet50(folder: Path, max_batch: int) -> Path:
-    """An untrained ResNet-50 (seed 0) as FP32 ONNX; the weights do not change the timing."""
-    import warnings
-
-    from resnet_deploy.export.onnx import OnnxConfig, onnx_from_torch
-    from resnet_deploy.weights import load_model
-
-    path = folder / "resnet50.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "no --weights given": intended here
-        onnx_from_torch(load_model("resnet50", None, num_classes=1000), path,
-                        config=OnnxConfig(max_batch=max(max_batch, 8)))
-    return path
+LIMIT_PCT = 3.0  # Session.run may cost at most 3% over the bare InferenceSession
 
 
 def measure(model: Path, *, batch: int, threads: int, rounds: int, calls: int, provider: str = "cpu") -> dict:
@@ -106,24 +91,27 @@ def measure(model: Path, *, batch: int, threads: int, rounds: int, calls: int, p
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m resnet_deploy.benchmarks.session_overhead",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, help="an ONNX classifier (default: export an untrained ResNet-50)")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2, help="intra-op threads of the session")
-    parser.add_argument("--rounds", type=int, default=25, help="interleaved rounds (median over them)")
-    parser.add_argument("--calls", type=int, default=2, help="calls per caller per round")
-    parser.add_argument("--provider", default="cpu", choices=["cpu", "cuda", "tensorrt"])
-    args = parser.parse_args(argv)
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="An ONNX classifier (default: export an untrained ResNet-50).")
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Intra-op threads of the session.")
+@click.option("--rounds", type=click.IntRange(min=1), default=25, show_default=True,
+              help="Interleaved rounds (median over them).")
+@click.option("--calls", type=click.IntRange(min=1), default=2, show_default=True, help="Calls per caller per round.")
+@click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True)
+def main(model: Path | None, batch: int, threads: int, rounds: int, calls: int, provider: str) -> None:
+    """What Session.run costs over a bare onnxruntime InferenceSession.run; exits 1 over 3%."""
+    given = model is not None
     with tempfile.TemporaryDirectory(prefix="resnet-deploy-overhead-") as tmp:
-        model = args.model
         if model is None:
+            from resnet_deploy.cpu_table import export_untrained
+
             print("exporting an untrained ResNet-50 to ONNX (tens of seconds) ...", file=sys.stderr)
-            model = export_resnet50(Path(tmp), args.batch)
-        r = measure(model, batch=args.batch, threads=args.threads, rounds=args.rounds, calls=args.calls,
-                    provider=args.provider)
-    print(f"model {r['model'] if args.model else 'resnet50 (untrained, exported now)'}, {r['description']}, "
+            model = export_untrained("resnet50", Path(tmp) / "resnet50.onnx", max_batch=max(batch, 8))
+        r = measure(model, batch=batch, threads=threads, rounds=rounds, calls=calls, provider=provider)
+    print(f"model {r['model'] if given else 'resnet50 (untrained, exported now)'}, {r['description']}, "
           f"batch {r['batch']}, {r['rounds']} interleaved rounds x {r['calls_per_round']} calls")
     print(f"{'caller':<50} {'img/s':>8} {'ms/batch':>9} {'overhead':>9}")
     for name, c in r["callers"].items():
@@ -135,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "within" if over <= LIMIT_PCT else "OVER"
     print(f"Session.run overhead {over:+.2f}% ({verdict} the {LIMIT_PCT:.0f}% limit; "
           f"the same bare call measured {noise:+.2f}% in this run)")
-    return 0 if over <= LIMIT_PCT else 1
+    sys.exit(0 if over <= LIMIT_PCT else 1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

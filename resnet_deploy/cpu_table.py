@@ -1,7 +1,6 @@
 """The README's CPU table, made by one command: PyTorch eager FP32 against onnxruntime FP32, FP16 and INT8.
 
-    python -m resnet_deploy.benchmarks.cpu_table --out DIR [--threads 2] [--rounds 5]
-    (the same as ``resnet-bench cpu-table --out DIR``)
+    resnet-bench cpu-table --out DIR [--threads 2] [--rounds 5]
 
 Builds ResNet-18 and ResNet-50 at 224x224 with 1,000 classes (untrained: speed does not depend
 on the weight values), exports FP32 ONNX, FP16 ONNX (``fp16_from_onnx``) and INT8 ONNX for both
@@ -9,7 +8,12 @@ targets (``int8_from_onnx``: symmetric Q/DQ for TensorRT, U8S8 for CPUs; calibra
 digit images), reusing artifacts already in DIR. Then every model is timed at every batch size,
 interleaved in rounds (a burst of load elsewhere hits all models alike); each figure is the
 median over the rounds that no other process disturbed (harness ``other_load_cores``: CPU time
-other processes took during the run, from /proc/stat), or over all rounds where none was clean. Writes DIR/cpu_table.json and DIR/cpu_table.md and prints the Markdown.
+other processes took during the run, from /proc/stat), or over all rounds where none was clean.
+Writes DIR/cpu_table.json and DIR/cpu_table.md and returns the Markdown.
+
+It sits beside the pipeline, above ``export`` and ``benchmarks``: it builds artifacts with the
+export stages and times them with the harness. ``export_untrained`` is also what the
+development scripts in the repository's ``benchmarks/`` folder export their models with.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from resnet_deploy.errors import GateError, UsageError
 @dataclass(frozen=True)
 class TableConfig:
     threads: int = 2
-    rounds: int = 5  # DESIGN.md's reference figures are medians of 5
+    rounds: int = 5  # docs/measurements.md's figures are medians of 5
     duration_s: float = 3.0  # per model, batch and round
     warmup_s: float = 1.0
     min_iterations: int = 5  # slow rows (INT8 TensorRT placement on a CPU) would otherwise take 10 x 0.6 s
@@ -91,14 +95,8 @@ def build_artifacts(out_dir: Path, arch: str, config: TableConfig, log: Callable
     fp32 = out_dir / f"{arch}.onnx"
     rows = [Row(arch, "pytorch eager", "fp32", None)]
     if read_manifest(fp32) is None:
-        from resnet_deploy.export.onnx import OnnxConfig, onnx_from_torch
-        from resnet_deploy.weights import load_model
-
         log(f"exporting {fp32} (untrained {arch}, {config.image_size}x{config.image_size})")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "no --weights given": intended, speed only
-            loaded = load_model(arch, None)
-        onnx_from_torch(loaded, fp32, config=OnnxConfig(image_size=config.image_size), overwrite=True)
+        export_untrained(arch, fp32, image_size=config.image_size)
     rows.append(Row(arch, "onnxruntime", "fp32", fp32))
     for runtime, precision, suffix in VARIANTS[1:]:
         path = out_dir / f"{arch}{suffix}"
@@ -117,6 +115,24 @@ def build_artifacts(out_dir: Path, arch: str, config: TableConfig, log: Callable
                 log(note)
         rows.append(Row(arch, runtime, precision, None if note else path, note))
     return rows
+
+
+def untrained_model(arch: str, *, num_classes: int = 1000):
+    """``arch`` with seeded random weights (a LoadedModel): speed does not depend on the weight values."""
+    from resnet_deploy.weights import load_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no weights given": intended, speed only
+        return load_model(arch, None, num_classes=num_classes)
+
+
+def export_untrained(arch: str, output: Path, *, image_size: int = 224, max_batch: int = 64) -> Path:
+    """The FP32 ONNX of an untrained ``arch`` (seed 0) at ``output``, replacing what is there."""
+    from resnet_deploy.export.onnx import OnnxConfig, onnx_from_torch
+
+    onnx_from_torch(untrained_model(arch), output, config=OnnxConfig(image_size=image_size, max_batch=max_batch),
+                    overwrite=True)
+    return output
 
 
 def _derive(fp32: Path, output: Path, precision: str, config: TableConfig) -> None:
@@ -145,7 +161,6 @@ def cpu_table(out_dir: str | Path, *, config: TableConfig = TableConfig(),
               log: Callable[[str], None] = print) -> TableResult:
     """Build (or reuse) the artifacts, time every row in interleaved rounds, write JSON and Markdown."""
     from resnet_deploy.benchmarks.specs import ModelSpec, OpenOptions, open_model, open_torch
-    from resnet_deploy.weights import load_model
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -158,10 +173,7 @@ def cpu_table(out_dir: str | Path, *, config: TableConfig = TableConfig(),
         if row.note:
             continue
         if row.path is None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                loaded = load_model(row.arch, None)
-            sessions[id(row)] = open_torch(ModelSpec("torch", f"torch:{row.arch}", arch=row.arch), loaded,
+            sessions[id(row)] = open_torch(ModelSpec("torch", f"torch:{row.arch}", arch=row.arch), untrained_model(row.arch),
                                            options=options).session
         else:
             sessions[id(row)] = open_model(ModelSpec("onnx", str(row.path), path=row.path), options=options).session
@@ -253,14 +265,3 @@ def table_markdown(rows: list[Row], config: TableConfig, env: dict[str, Any], *,
     return "\n".join(lines)
 
 
-def main() -> None:
-    """``python -m resnet_deploy.benchmarks.cpu_table``: the ``resnet-bench cpu-table`` command."""
-    import sys
-
-    from resnet_deploy.cli.bench import cli
-
-    cli(["cpu-table", *sys.argv[1:]], prog_name="python -m resnet_deploy.benchmarks.cpu_table")
-
-
-if __name__ == "__main__":
-    main()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from resnet_deploy.benchmarks import cpu_table as ct
+from resnet_deploy import cpu_table as ct
 
 
 def test_small_table_end_to_end(tmp_path, monkeypatch):
