@@ -168,6 +168,14 @@ class DataSource:
     def batches(self, pp: Preprocess, *, batch_size: int) -> Iterator[Batch]:
         raise NotImplementedError
 
+    def frames(self) -> Iterator[tuple[np.ndarray, int]]:
+        """Each sample before any preprocessing: uint8 HWC RGB at its own size, and its label (-1: none).
+
+        For deployment targets that resize frames their own way (DeepStream's nvinfer); a source
+        of already normalised tensors has no frames.
+        """
+        raise UsageError(f"{self.description}: holds normalised tensors, not images")
+
 
 def _choose(n: int, count: int | None, seed: int) -> np.ndarray:
     """Indices of a deterministic subset: all of them, or ``count`` drawn with ``seed``, sorted."""
@@ -243,6 +251,16 @@ class ImageFolderSource(DataSource):
         if images:
             yield self._batch(images, labels)
 
+    def frames(self) -> Iterator[tuple[np.ndarray, int]]:
+        for path, label in self._files:
+            try:
+                img = load_image(path)
+            except ImageDecodeError as exc:
+                self._skipped += 1
+                warnings.warn(str(exc), stacklevel=2)
+                continue
+            yield np.asarray(img, dtype=np.uint8), -1 if label is None else label
+
     def _batch(self, images: list[np.ndarray], labels: list[int]) -> Batch:
         return Batch(np.stack(images), None, None if self.class_names is None else np.asarray(labels, dtype=np.int64))
 
@@ -291,6 +309,17 @@ class ArraySource(DataSource):
                 continue
             images = [resize_crop(to_rgb8(Image.fromarray(img)), pp) for img in chunk]
             yield Batch(np.stack(images), None, labels)
+
+
+    def frames(self) -> Iterator[tuple[np.ndarray, int]]:
+        if self._float:
+            yield from super().frames()
+            return
+        from PIL import Image
+
+        for i, img in enumerate(self._data):
+            label = -1 if self._labels is None else int(self._labels[i])
+            yield np.asarray(to_rgb8(Image.fromarray(np.asarray(img))), dtype=np.uint8), label
 
 
 def digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:

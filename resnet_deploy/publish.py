@@ -79,3 +79,39 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
+
+
+def check_folder_destination(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Fail before any work if the folder ``path`` cannot be published (parent missing or read-only, exists)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path}: exists and is not a folder")
+    if path.exists() and not overwrite:
+        raise UsageError(f"{path}: already exists (pass --overwrite to replace it)")
+    check_destination(path.parent / f"{_TMP_PREFIX}probe", overwrite=True)  # parent exists and is writable
+    return path
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``path``; on success it becomes ``path`` in one rename.
+
+    An existing ``path`` (only with ``overwrite``) is first moved aside in one rename, then
+    removed. On any failure the staging folder is removed and ``path`` is left as it was.
+    """
+    import shutil
+
+    path = check_folder_destination(path, overwrite=overwrite)
+    staging = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=path.parent))
+    try:
+        yield staging
+        os.chmod(staging, 0o755)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(staging, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

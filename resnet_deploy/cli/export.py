@@ -1,4 +1,4 @@
-"""``resnet-export``: onnx, fp16, int8, trt and pipeline."""
+"""``resnet-export``: onnx, fp16, int8, trt, pipeline and deepstream."""
 
 from __future__ import annotations
 
@@ -351,6 +351,69 @@ def pipeline_cmd(arch, weights, num_classes, image_size, resize, max_batch, cali
 
 
 cli.add_command(triton_export_cmd)
+
+
+# --- deepstream (issue 15) -------------------------------------------------------------------
+@cli.command("deepstream")
+@click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder (published whole; its parent must exist).")
+@_data_option("--eval-data", "Labelled real images the variant is gated and the fidelity measured on "
+                             "[default: digits for the demo weights].")
+@click.option("--eval-count", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Most --eval-data images used (seeded subset; the fidelity check holds them in memory).")
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="Primary configuration's batch-size (frames per batch: usually the number of sources).")
+@click.option("--secondary-batch-size", type=click.IntRange(1, 1024), default=16, show_default=True,
+              help="Secondary configuration's batch-size (objects per batch).")
+@click.option("--threshold", type=click.FloatRange(0, 1, max_open=True), default=0.5, show_default=True,
+              help="classifier-threshold on the softmax probabilities.")
+@click.option("--gpu-id", type=click.IntRange(min=0), default=0, show_default=True,
+              help="gpu-id (and the engine name).")
+@click.option("--no-photos", is_flag=True,
+              help="Measure fidelity on --eval-data only, not on scikit-learn's sample photos.")
+@click.option("--allow-ungated", is_flag=True, help="Deploy an artifact whose gate was not measured on real data.")
+@overwrite_option
+@debug_option
+def deepstream_cmd(artifact, out_dir, eval_data, eval_count, batch_size, secondary_batch_size, threshold, gpu_id,
+                   no_photos, allow_ungated, overwrite, debug):
+    """Write nvinfer configurations (primary, secondary, approximate) and an exact-preprocessing
+    model for the gated ARTIFACT (.onnx), with nvinfer's fidelity to PyTorch measured on real images.
+
+    \b
+    Example:
+      resnet-export deepstream demo18.onnx -o ds18
+    """
+    import time
+
+    from resnet_deploy.data import open_source
+    from resnet_deploy.deploy.deepstream import DeepStreamOptions, deepstream_from_onnx
+    from resnet_deploy.deploy.gated import gated_manifest
+    from resnet_deploy.publish import check_folder_destination
+
+    t0 = time.perf_counter()
+    options = DeepStreamOptions(batch_size=batch_size, secondary_batch_size=secondary_batch_size, threshold=threshold,
+                                gpu_id=gpu_id, photos=not no_photos, allow_ungated=allow_ungated)
+    gated_manifest(artifact, allow_ungated=allow_ungated)  # refuse before opening any data
+    check_folder_destination(out_dir, overwrite=overwrite)
+    eval_data = _default_demo_data(artifact, eval_data)
+    if eval_data is None:
+        raise click.UsageError("--eval-data is required: labelled real images (the demo's digits are built in)")
+    result = deepstream_from_onnx(artifact, out_dir, eval_source=open_source(eval_data, split="eval", count=eval_count),
+                                  options=options, overwrite=overwrite, log=lambda msg: click.echo(msg, err=True))
+    g = result.variant_gate
+    click.echo(f"wrote {out_dir}/: {', '.join(result.files)}")
+    click.echo(f"exact variant vs {artifact.name} on {g.data}: agreement {g.top1_agreement:.2%}, "
+               f"max |diff| {g.max_abs_diff:.3g} ({g.max_rel_diff:.1e} of max logit)")
+    click.echo(f"maintain-aspect-ratio: {result.geometry['chosen']} (measured); fidelity vs PyTorch "
+               "(nvinfer preprocessing emulated, not run on DeepStream):")
+    for r in result.fidelity:
+        p = r.parity
+        drop = "" if p.top1_drop is None else f", drop {p.top1_drop:.2f} points"
+        click.echo(f"  {r.data}, {r.normalisation}: agreement {p.top1_agreement:.2%}{drop}, "
+                   f"max |diff| {p.max_abs_diff:.3g}")
+    click.echo(f"time: {time.perf_counter() - t0:.1f} s")
+# --- end deepstream ---------------------------------------------------------------------------
 
 
 def main() -> None:
