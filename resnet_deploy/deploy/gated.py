@@ -42,9 +42,9 @@ def gated_manifest(artifact: str | os.PathLike[str], *, allow_ungated: bool = Fa
         return manifest
     parity = recorded_parity(manifest)
     if not parity:
-        raise UsageError(f"{path}: its manifest records no accuracy gate; allow_ungated deploys it anyway")
+        raise UsageError(f"{path}: its manifest records no accuracy gate; `allow_ungated=True` deploys it anyway")
     data = str(parity.get("data", ""))
     if data.startswith(SYNTHETIC_DATA):
         raise UsageError(f"{path}: its accuracy was checked only on {data}, not on real data; export it with "
-                         "evaluation data, or allow_ungated deploys it anyway")
+                         "evaluation data, or `allow_ungated=True` deploys it anyway")
     return manifest
