@@ -87,7 +87,7 @@ def check_folder_destination(path: str | os.PathLike[str], *, overwrite: bool = 
     if path.exists() and not path.is_dir():
         raise UsageError(f"{path}: exists and is not a folder")
     if path.exists() and not overwrite:
-        raise UsageError(f"{path}: already exists (pass --overwrite to replace it)")
+        raise UsageError(f"{path}: already exists (pass `overwrite=True` to replace it)")
     check_destination(path.parent / f"{_TMP_PREFIX}probe", overwrite=True)  # parent exists and is writable
     return path
 

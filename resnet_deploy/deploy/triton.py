@@ -293,7 +293,7 @@ def write_repository(entries: Sequence[ModelEntry], repo: str | os.PathLike[str]
         raise UsageError(f"{parent}: folder does not exist")
     clashes = [e.name for e in entries if (repo / e.name).exists()]
     if clashes and not overwrite:
-        raise UsageError(f"{repo / clashes[0]}: already exists (pass --overwrite to replace it)")
+        raise UsageError(f"{repo / clashes[0]}: already exists (pass `overwrite=True` to replace it)")
     staging = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=parent))
     try:
         for e in entries:
