@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from resnet_deploy.archs import TASKS
 from resnet_deploy.errors import UsageError
 
 FORMAT = "resnet-deploy/1"
@@ -29,7 +30,7 @@ class Preprocess:
     """torchvision ImageClassification preset: resize short side, center crop, /255, mean/std."""
 
     resize: int = 256  # short side, pixels, before the crop
-    crop: int = 224  # square crop, pixels; the network input size
+    crop: int = 224  # square crop, pixels; the network input size. 0: no crop (segment, backbone)
     interpolation: str = "bilinear"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -51,6 +52,25 @@ class BatchRange:
     max: int = 64
 
 
+@dataclass(frozen=True)
+class SizeRange:
+    """Bounds of a dynamic-size input (segmentation, backbones): each of height and width in ``min..max``.
+
+    ``opt`` (height, width) is the size TensorRT profiles tune for: the preprocessed image of the
+    usual aspect.
+    """
+
+    min: int = 32
+    opt: tuple[int, int] = (520, 693)
+    max: int = 1024
+
+    def check(self, height: int, width: int) -> str | None:
+        """None when ``height`` x ``width`` is within bounds, else what is wrong, in words."""
+        if self.min <= height <= self.max and self.min <= width <= self.max:
+            return None
+        return f"{height}x{width} is outside this model's sizes (height and width each in {self.min}..{self.max})"
+
+
 @dataclass
 class Manifest:
     arch: str
@@ -67,6 +87,11 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     # Stage-specific facts (layers kept in higher precision, quantization target, ...).
     details: dict[str, Any] = field(default_factory=dict)
+    # archs.TASKS: "classify" (logits), "segment" (scores per pixel at the input size) or "backbone"
+    # (named stage outputs). Manifests written before tasks existed are classifiers.
+    task: str = "classify"
+    # Dynamic height and width bounds (segment, backbone); None: the fixed size of ``input.shape``.
+    size: SizeRange | None = None
     format: str = FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,6 +99,8 @@ class Manifest:
         d["input"]["shape"] = list(self.input.shape)
         d["preprocess"]["mean"] = list(self.preprocess.mean)
         d["preprocess"]["std"] = list(self.preprocess.std)
+        if self.size is not None:
+            d["size"]["opt"] = list(self.size.opt)
         return {"format": d.pop("format"), **d}
 
     def to_json(self) -> str:
@@ -90,11 +117,17 @@ class Manifest:
             pre["mean"] = tuple(pre["mean"])
             pre["std"] = tuple(pre["std"])
             known = {f.name for f in dataclasses.fields(cls)}
-            rest = {k: v for k, v in d.items() if k in known and k not in ("input", "preprocess", "batch")}
+            rest = {k: v for k, v in d.items() if k in known and k not in ("input", "preprocess", "batch", "size")}
+            if d.get("task", "classify") not in TASKS:
+                raise ValueError(f"task {d.get('task')!r} is none of {', '.join(TASKS)}")
+            size = d.get("size")
+            if size is not None:
+                size = SizeRange(**{**size, "opt": tuple(size["opt"])})
             return cls(
                 input=InputSpec(**inp),
                 preprocess=Preprocess(**pre),
                 batch=BatchRange(**d["batch"]),
+                size=size,
                 **rest,
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -13,8 +13,9 @@ from torch import Tensor, nn
 from resnet_deploy import archs
 
 
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=dilation, dilation=dilation,
+                     bias=False)
 
 
 def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -26,8 +27,11 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 dilation: int = 1) -> None:
         super().__init__()
+        if dilation > 1:
+            raise ValueError("dilation > 1 is not supported in BasicBlock (ResNet-18/34), as in torchvision")
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
@@ -47,11 +51,12 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 dilation: int = 1) -> None:
         super().__init__()
         self.conv1 = conv1x1(inplanes, planes)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride)
+        self.conv2 = conv3x3(planes, planes, stride, dilation)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = conv1x1(planes, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
@@ -66,20 +71,31 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
+STAGES = ("c2", "c3", "c4", "c5")  # layer1..layer4: strides 4, 8, 16, 32 (less where dilated)
+
+
 class ResNet(nn.Module):
-    def __init__(self, block: type[BasicBlock | Bottleneck], layers: list[int], *, num_classes: int = 1000) -> None:
+    """torchvision's ResNet. ``num_classes=None``: the trunk alone (no pooling, no ``fc``), as torchvision's
+    segmentation backbones hold it; ``dilate`` replaces the strides of layer2..layer4 with dilation
+    (torchvision's ``replace_stride_with_dilation``)."""
+
+    def __init__(self, block: type[BasicBlock | Bottleneck], layers: list[int], *, num_classes: int | None = 1000,
+                 dilate: tuple[bool, bool, bool] = (False, False, False)) -> None:
         super().__init__()
         self.inplanes = 64
+        self.dilation = 1
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2, dilate=dilate[0])
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2, dilate=dilate[1])
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2, dilate=dilate[2])
+        self.channels = tuple(planes * block.expansion for planes in (64, 128, 256, 512))  # c2..c5
+        if num_classes is not None:
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.fc = nn.Linear(512 * block.expansion, num_classes)
         # torchvision's initialisation, so an untrained export has the same statistics.
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -88,23 +104,33 @@ class ResNet(nn.Module):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
 
-    def _make_layer(self, block: type[BasicBlock | Bottleneck], planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+    def _make_layer(self, block: type[BasicBlock | Bottleneck], planes: int, blocks: int, stride: int = 1,
+                    dilate: bool = False) -> nn.Sequential:
         downsample = None
+        previous_dilation = self.dilation
+        if dilate:
+            self.dilation *= stride
+            stride = 1
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
                 conv1x1(self.inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion)
             )
-        layers = [block(self.inplanes, planes, stride, downsample)]
+        layers = [block(self.inplanes, planes, stride, downsample, previous_dilation)]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        layers += [block(self.inplanes, planes, dilation=self.dilation) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def stages(self, x: Tensor, upto: int = 4) -> list[Tensor]:
+        """The outputs of layer1..layer``upto`` (c2, c3, ...), computed no further than needed."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        x = self.layer4(x)
+        out = []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4)[:upto]:
+            x = layer(x)
+            out.append(x)
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stages(x)[-1]
         x = torch.flatten(self.avgpool(x), 1)
         return self.fc(x)
 
@@ -115,11 +141,12 @@ ARCHS: dict[str, tuple[type[BasicBlock | Bottleneck], list[int]]] = {
 }
 
 
-def build_model(arch: str, *, num_classes: int = 1000) -> ResNet:
-    """An untrained ResNet of ``arch`` in eval mode. Raises ValueError for an unknown arch."""
+def build_model(arch: str, *, num_classes: int | None = 1000,
+                dilate: tuple[bool, bool, bool] = (False, False, False)) -> ResNet:
+    """An untrained ResNet of ``arch`` in eval mode (``num_classes=None``: the trunk alone). ValueError for an unknown arch."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r} (choose from {', '.join(ARCHS)})")
-    if num_classes < 1:
+    if num_classes is not None and num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
     block, layers = ARCHS[arch]
-    return ResNet(block, layers, num_classes=num_classes).eval()
+    return ResNet(block, layers, num_classes=num_classes, dilate=dilate).eval()

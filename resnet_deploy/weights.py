@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from resnet_deploy.archs import ARCHS
+from resnet_deploy.archs import ARCHS, MODEL_NAMES, STAGES, resolve_task
 from resnet_deploy.errors import DeployError, MissingDependencyError, UsageError
 from resnet_deploy.manifest import Preprocess
 from resnet_deploy.publish import sha256_file
@@ -28,9 +28,10 @@ if TYPE_CHECKING:
     import torch
 
     from resnet_deploy.manifest import Manifest
-    from resnet_deploy.models import ResNet
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+#: the short side segmentation and backbone inputs are resized to by default (torchvision's SemanticSegmentation)
+DENSE_RESIZE = 520
 #: the kinds of ``Weights``; the first three are also their labels
 KINDS = ("random", "demo", "torchvision", "file")
 
@@ -104,24 +105,40 @@ class Weights:
 class LoadedModel:
     """A ready model in eval mode and what the manifest needs to know about it."""
 
-    model: ResNet
-    arch: str
-    num_classes: int
+    model: torch.nn.Module  # a ResNet (classify), heads.Segmenter (segment) or heads.Backbone (backbone)
+    arch: str  # the model's name: a ResNet, or a segmentation model of archs.SEGMENTERS
+    num_classes: int  # 0 for a backbone
     weights: Weights
     weights_sha256: str | None
     preprocess: Preprocess | None = None  # a preset the weights come with (torchvision, demo)
     labels: list[str] | None = None
     notes: list[str] = field(default_factory=list)
+    task: str = "classify"  # archs.TASKS
+    outputs: tuple[str, ...] = ("logits",)  # the graph's output names
 
 
 def load_model(arch: str, weights: Weights | str | os.PathLike[str] | None, *,
-               num_classes: int | None = None) -> LoadedModel:
-    """Build ``arch`` and load ``weights`` into it (None or "random": seeded random init, with a warning)."""
+               num_classes: int | None = None, task: str | None = None,
+               outputs: tuple[str, ...] | None = None) -> LoadedModel:
+    """Build ``arch`` for ``task`` and load ``weights`` into it (None or "random": seeded random init, with a warning).
+
+    ``task`` (``archs.resolve_task``): None or "classify" for a ResNet's classifier, "segment"
+    (implied by a segmentation model's name), "backbone" (the trunk, returning ``outputs``, a
+    subset of c2..c5, all of them by default).
+    """
     from resnet_deploy.models import build_model
 
-    if arch not in ARCHS:
-        raise UsageError(f"unknown `arch` {arch!r} (choose from {', '.join(ARCHS)})")
+    if arch not in MODEL_NAMES:
+        raise UsageError(f"unknown `arch` {arch!r} (choose from {', '.join(MODEL_NAMES)})")
+    try:
+        arch, task = resolve_task(arch, task)
+    except ValueError as exc:
+        raise UsageError(str(exc).replace("task ", "`task` ", 1)) from exc
+    if outputs is not None and task != "backbone":
+        raise UsageError("`outputs` names a backbone's stage outputs; it needs `task` backbone")
     weights = Weights.parse(weights)
+    if task != "classify":
+        return _load_dense(arch, task, weights, num_classes=num_classes, outputs=outputs)
     if weights.kind == "random":
         import torch
 
@@ -159,12 +176,79 @@ def load_model(arch: str, weights: Weights | str | os.PathLike[str] | None, *,
     return LoadedModel(model.eval(), arch, classes, weights, sha256_file(path))
 
 
+def _load_dense(arch: str, task: str, weights: Weights, *, num_classes: int | None,
+                outputs: tuple[str, ...] | None) -> LoadedModel:
+    """A segmentation model or a backbone with ``weights`` (random or a checkpoint file).
+
+    A segmentation checkpoint's auxiliary head (``aux_classifier.*``, training only) and a
+    classification checkpoint's ``fc.*`` loaded as a backbone are dropped, with a note.
+    """
+    import torch
+
+    from resnet_deploy import heads
+
+    if task == "backbone" and num_classes is not None:
+        raise UsageError("a backbone has no classes; drop `num_classes`")
+    if weights.kind in ("demo", "torchvision"):
+        raise UsageError(f"{weights.kind} weights are classifiers' here; for `task` {task} pass a checkpoint file "
+                         "as `weights` (torchvision's load: save its state_dict)")
+
+    def build(classes: int) -> torch.nn.Module:
+        try:
+            if task == "segment":
+                return heads.build_segmenter(arch, num_classes=classes)
+            return heads.build_backbone(arch, outputs or STAGES)
+        except ValueError as exc:
+            raise UsageError(str(exc).replace("outputs", "`outputs`", 1)) from exc
+
+    def loaded(model: torch.nn.Module, classes: int, digest: str | None, notes: list[str]) -> LoadedModel:
+        names = tuple(getattr(model, "outputs", ("scores",)))
+        return LoadedModel(model.eval(), arch, classes if task == "segment" else 0, weights, digest, notes=notes,
+                           task=task, outputs=names)
+
+    if weights.kind == "random":
+        warnings.warn(f"no weights given: exporting an untrained {arch} {task} (random initialisation, seed 0)",
+                      stacklevel=3)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = build(num_classes or 21)
+        return loaded(model, num_classes or 21, state_digest(model), [])
+    path = weights.path
+    state = read_state_dict(path)
+    drop = heads.AUX_PREFIX if task == "segment" else "fc."
+    kept = {k: v for k, v in state.items() if not k.startswith(drop)}
+    notes = [f"dropped {len(state) - len(kept)} {drop}* tensors (not part of the {task} export)"] if len(kept) < len(state) else []
+    head = kept.get(heads.HEAD_KEY) if task == "segment" else None
+    classes = num_classes or (int(head.shape[0]) if head is not None else 21)
+    if head is not None and head.shape[0] != classes:
+        raise UsageError(f"{path}: the checkpoint's head has {head.shape[0]} classes, the model {classes}; "
+                         f"use `num_classes` {head.shape[0]}")
+    model = build(classes)
+    check_keys(model, kept, arch=arch, origin=str(path))
+    try:
+        model.load_state_dict(kept, strict=True)
+    except RuntimeError as exc:
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).splitlines()[0])
+        raise UsageError(f"{path}: weights do not fit {arch}: {detail[:200]}") from exc
+    return loaded(model, classes, sha256_file(path), notes)
+
+
 def resolve_preprocess(loaded: LoadedModel, *, image_size: int | None = None, resize: int | None = None) -> Preprocess:
     """The preprocessing ``loaded`` is fed with: its weights' preset, at ``image_size``/``resize`` where given.
 
-    A new ``image_size`` without ``resize`` keeps torchvision's 256/224 ratio.
+    A new ``image_size`` without ``resize`` keeps torchvision's 256/224 ratio. Segmentation and
+    backbones take the whole image, its short side resized to ``resize`` (default 520, torchvision's
+    SemanticSegmentation preset), uncropped (``crop`` 0).
     """
     preset = loaded.preprocess or Preprocess()
+    if loaded.task != "classify":
+        if image_size is not None:
+            raise UsageError(f"`image_size` is a classifier's crop; a {loaded.task} model takes the whole image, "
+                             "its short side set by `resize`")
+        short = resize or (preset.resize if loaded.preprocess else DENSE_RESIZE)
+        if short < 32:
+            raise UsageError(f"`resize` {short}: need at least 32")
+        return Preprocess(resize=short, crop=0, mean=preset.mean, std=preset.std)
     crop = image_size or preset.crop
     if resize is None:
         resize = preset.resize if image_size is None or image_size == preset.crop else round(crop * 256 / 224)
@@ -222,7 +306,7 @@ def unwrap_state_dict(obj: Any, *, origin: str) -> dict[str, torch.Tensor]:
     return obj
 
 
-def check_keys(model: ResNet, state: dict[str, Any], *, arch: str, origin: str) -> None:
+def check_keys(model: torch.nn.Module, state: dict[str, Any], *, arch: str, origin: str) -> None:
     """Raise one line summarising missing/unexpected keys, naming the arch the weights look like."""
     expected = set(model.state_dict())
     got = set(state)
