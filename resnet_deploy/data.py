@@ -88,24 +88,34 @@ def to_rgb8(img: PILImage.Image) -> PILImage.Image:
 
 def resize_crop(img: PILImage.Image, pp: Preprocess) -> np.ndarray:
     """torchvision ``Resize(resize)`` + ``CenterCrop(crop)`` on a PIL image -> uint8 HWC RGB."""
-    from PIL import Image
-
     if pp.interpolation != "bilinear":
         raise UsageError(f"interpolation {pp.interpolation!r} is not supported (bilinear only)")
-    w, h = img.size
-    # torchvision _compute_resized_output_size: the short side becomes `resize`, the long side is truncated.
-    if w <= h:
-        new_w, new_h = pp.resize, int(pp.resize * h / w)
-    else:
-        new_w, new_h = int(pp.resize * w / h), pp.resize
-    if (new_w, new_h) != (w, h):
-        img = img.resize((new_w, new_h), Image.BILINEAR)
+    img = _resized(img, pp.resize)
+    new_w, new_h = img.size
     if pp.crop > min(new_w, new_h):
         raise UsageError(f"crop {pp.crop} is larger than the resized image {new_w}x{new_h}")
     top = int(round((new_h - pp.crop) / 2.0))
     left = int(round((new_w - pp.crop) / 2.0))
     img = img.crop((left, top, left + pp.crop, top + pp.crop))
     return np.asarray(img, dtype=np.uint8)
+
+
+def _resized(img: PILImage.Image, short: int) -> PILImage.Image:
+    """torchvision ``Resize(short)``: PIL bilinear, the short side becomes ``short``, the long side truncated."""
+    from PIL import Image
+
+    w, h = img.size
+    # torchvision _compute_resized_output_size
+    if w <= h:
+        new_w, new_h = short, int(short * h / w)
+    else:
+        new_w, new_h = int(short * w / h), short
+    return img if (new_w, new_h) == (w, h) else img.resize((new_w, new_h), Image.BILINEAR)
+
+
+def resize_short(img: PILImage.Image, short: int) -> np.ndarray:
+    """The whole image, its short side resized to ``short`` (segmentation, backbones) -> uint8 HWC RGB."""
+    return np.asarray(_resized(img, short), dtype=np.uint8)
 
 
 def normalize(images: np.ndarray, pp: Preprocess) -> np.ndarray:

@@ -137,3 +137,111 @@ def measure_parity(reference: Session, candidate: Session, source: DataSource, p
     if acc.n == 0:
         raise GateError(f"{source.description}: no decodable samples to measure parity on")
     return acc.result()
+
+
+# ----------------------------------------------------------------------------- dense tasks
+
+
+@dataclass(frozen=True)
+class DenseGate:
+    """Pass conditions for segmentation and backbones against the reference; None disables a condition."""
+
+    min_agreement: float | None = None  # fraction of pixels whose argmax class matches (segment)
+    max_rel_diff: float | None = None  # per output: max abs diff / max abs reference value
+    min_cosine: float | None = None  # per output: the smallest per-sample cosine similarity
+
+
+# FP32 per task (docs/tasks.md): segmentation by argmax pixel agreement and scores, backbones per output.
+FP32_DENSE_GATES = {
+    "segment": DenseGate(min_agreement=0.9999, max_rel_diff=1e-3),
+    "backbone": DenseGate(max_rel_diff=1e-3, min_cosine=0.9999),
+}
+
+
+@dataclass
+class DenseParity:
+    data: str
+    count: int  # images
+    pixels: int  # pixels compared for agreement (segment), else 0
+    pixel_agreement: float | None  # segment only
+    outputs: dict[str, dict[str, float]]  # name -> max_abs_diff, max_rel_diff, cosine_min
+    nonfinite: int  # samples with NaN/Inf in any output, candidate or reference
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def failures(self, gate: DenseGate) -> list[str]:
+        out = []
+        if self.nonfinite:
+            out.append(f"{self.nonfinite} samples have NaN or Inf outputs")
+        if gate.min_agreement is not None and not (self.pixel_agreement or 0.0) >= gate.min_agreement:
+            out.append(f"pixel agreement {self.pixel_agreement or 0.0:.4%} < {gate.min_agreement:.4%}")
+        for name, o in self.outputs.items():
+            if gate.max_rel_diff is not None and not o["max_rel_diff"] <= gate.max_rel_diff:
+                out.append(f"{name}: max abs diff {o['max_abs_diff']:.3g} is {o['max_rel_diff']:.2e} of the largest "
+                           f"value (limit {gate.max_rel_diff:.0e})")
+            if gate.min_cosine is not None and not o["cosine_min"] >= gate.min_cosine:
+                out.append(f"{name}: cosine {o['cosine_min']:.6f} < {gate.min_cosine}")
+        return out
+
+    def check(self, gate: DenseGate, *, what: str) -> None:
+        if problems := self.failures(gate):
+            raise GateError(f"{what} failed its accuracy gate on {self.data}: {'; '.join(problems)}")
+
+
+class DenseParityAccumulator:
+    """Streams named outputs of reference and candidate into a ``DenseParity``; ``segment`` adds pixel agreement."""
+
+    def __init__(self, data: str, names: tuple[str, ...], *, segment: bool) -> None:
+        self.data, self.names, self.segment = data, names, segment
+        self.n = self.pixels = self.agree = self.nonfinite = 0
+        self.stats = {name: {"max_abs": 0.0, "max_ref": 0.0, "cos_min": 1.0} for name in names}
+
+    def update(self, ref: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> None:
+        n = len(ref[self.names[0]])
+        bad = np.zeros(n, dtype=bool)
+        for name in self.names:
+            for a in (ref[name], out[name]):
+                bad |= ~np.isfinite(a.reshape(n, -1)).all(axis=1)
+        self.n += n
+        self.nonfinite += int(bad.sum())
+        if bad.all():
+            return
+        for name in self.names:
+            r = ref[name][~bad].astype(np.float64).reshape(int((~bad).sum()), -1)
+            o = out[name][~bad].astype(np.float64).reshape(r.shape)
+            s = self.stats[name]
+            s["max_abs"] = max(s["max_abs"], float(np.abs(r - o).max()))
+            s["max_ref"] = max(s["max_ref"], float(np.abs(r).max()))
+            denom = np.linalg.norm(r, axis=1) * np.linalg.norm(o, axis=1)
+            cos = np.where(denom > 0, (r * o).sum(axis=1) / np.maximum(denom, 1e-300), 1.0)
+            s["cos_min"] = min(s["cos_min"], float(cos.min()))
+        if self.segment:
+            r, o = ref[self.names[0]][~bad], out[self.names[0]][~bad]
+            self.pixels += r[:, 0].size
+            self.agree += int((r.argmax(axis=1) == o.argmax(axis=1)).sum())
+
+    def result(self) -> DenseParity:
+        outputs = {}
+        for name, s in self.stats.items():
+            rel = s["max_abs"] / s["max_ref"] if s["max_ref"] else float(s["max_abs"] > 0)
+            outputs[name] = {"max_abs_diff": s["max_abs"], "max_rel_diff": rel, "cosine_min": s["cos_min"]}
+        agreement = (self.agree / self.pixels if self.pixels else 0.0) if self.segment else None
+        return DenseParity(self.data, self.n, self.pixels, agreement, outputs, self.nonfinite)
+
+
+def measure_dense_parity(reference: Session, candidate: Session, source: DataSource, pp: Preprocess, *,
+                         segment: bool) -> DenseParity:
+    """Both sessions on each image of ``source`` at its own aspect (short side ``pp.resize``, uncropped)."""
+    from resnet_deploy.data import normalize, resize_short
+
+    from PIL import Image
+
+    acc = DenseParityAccumulator(source.description, candidate.output_names, segment=segment)
+    for frame, _label in source.frames():
+        images = resize_short(Image.fromarray(frame, "RGB"), pp.resize)[None]
+        feeds = {s: images if s.input_dtype == "uint8" else normalize(images, pp) for s in (reference, candidate)}
+        acc.update(reference.run_outputs(feeds[reference]), candidate.run_outputs(feeds[candidate]))
+    if acc.n == 0:
+        raise GateError(f"{source.description}: no decodable samples to measure parity on")
+    return acc.result()

@@ -26,9 +26,10 @@ class TorchSession(Session):
 
     backend = "torch"
 
-    def __init__(self, model: torch.nn.Module, *, image_size: int, manifest: Manifest | None = None,
+    def __init__(self, model: torch.nn.Module, *, image_size: int | None, manifest: Manifest | None = None,
                  device: str = "cpu", precision: str = "fp32", channels_last: bool = False,
-                 threads: int | None = None, cuda_graph: bool = False) -> None:
+                 threads: int | None = None, cuda_graph: bool = False,
+                 output_names: tuple[str, ...] = ("logits",)) -> None:
         import torch
 
         if precision not in ("fp32", "fp16"):
@@ -50,7 +51,8 @@ class TorchSession(Session):
         self.model = model.eval().to(self.device, self.dtype, memory_format=self.memory_format)
         self.manifest = manifest
         self.input_dtype = "float32"
-        self.sample_shape = (3, image_size, image_size)
+        self.sample_shape = (3, image_size, image_size)  # None: any height and width (segment, backbone)
+        self.output_names = output_names
         self.cuda_graph = cuda_graph
         self._graphs: dict[tuple[int, ...], tuple] = {}  # input shape -> (graph, static input, static output)
 
@@ -68,6 +70,17 @@ class TorchSession(Session):
                 return self._replay(torch.from_numpy(batch)).float().cpu().numpy()
             x = torch.from_numpy(batch).to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
             return self.model(x).float().cpu().numpy()
+
+    def _run_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by name: a backbone returns a tuple of stage outputs, other models one tensor."""
+        torch = self.torch
+        if self.cuda_graph:
+            return super()._run_outputs(batch)
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
+            out = self.model(x)
+        outs = out if isinstance(out, tuple) else (out,)
+        return {name: t.float().cpu().numpy() for name, t in zip(self.output_names, outs)}
 
     def _replay(self, x: torch.Tensor) -> torch.Tensor:
         """Copy ``x`` into the graph captured for its shape (capturing it on first use) and replay it."""
@@ -123,13 +136,15 @@ def reference_from_manifest(manifest: Manifest, parent_path: str | os.PathLike[s
         weights = Weights.parse(str(path))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no weights given": the manifest says the export was untrained
-        loaded = load_model(manifest.arch, weights, num_classes=manifest.num_classes)
+        dense = manifest.task != "classify"
+        loaded = load_model(manifest.arch, weights, num_classes=manifest.num_classes or None, task=manifest.task,
+                            outputs=tuple(manifest.output["names"]) if manifest.task == "backbone" else None)
     expected = manifest.source.get("weights_sha256")
     if expected and loaded.weights_sha256 != expected:
         raise UsageError(f"{where}: the weights {weights} differ from those it was made from "
                          f"(sha256 {loaded.weights_sha256[:12]}..., manifest {expected[:12]}...); pass a `reference`")
-    return TorchSession(loaded.model, image_size=manifest.preprocess.crop, manifest=None, device=device,
-                        threads=threads)
+    return TorchSession(loaded.model, image_size=None if dense else manifest.preprocess.crop, manifest=None,
+                        device=device, threads=threads, output_names=loaded.outputs)
 
 
 def reference_or_parent(manifest: Manifest, onnx_parent_path: str | os.PathLike[str], *,

@@ -7,49 +7,20 @@ tensors and its outputs; the weights come from ``tools/seeded_state.py`` on both
 
 from __future__ import annotations
 
-import importlib.util
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from dense_fixture import load_reference, resnet50_checkpoint, torchvision_checkpoint
 
 from resnet_deploy import archs
 from resnet_deploy.errors import UsageError
 from resnet_deploy.heads import AUX_PREFIX, build_backbone, build_segmenter
 from resnet_deploy.weights import load_model
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT / "tests" / "data" / "torchvision_dense.npz"
-
-
-def _seeded_state_module():
-    spec = importlib.util.spec_from_file_location("seeded_state", ROOT / "tools" / "seeded_state.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="module")
 def ref() -> dict:
-    with np.load(FIXTURE) as z:
-        out = {k: z[k] for k in z.files}
-    out["keys"] = json.loads(str(out["keys"]))
-    flat, stats, at = out.pop("stats"), {}, 0
-    for key, n in json.loads(str(out.pop("stats_keys"))):
-        stats[key] = flat[at : at + n]
-        at += n
-    out["stats"] = stats
-    return out
-
-
-def torchvision_checkpoint(ref: dict, name: str, path: Path) -> Path:
-    """The state_dict torchvision's ``name`` held when it wrote the fixture (aux head included), saved as .pth."""
-    shapes = ref["keys"][name]
-    state = _seeded_state_module().seeded_state(shapes, {k: v.reshape(shapes[k]) for k, v in ref["stats"].items() if k in shapes})
-    torch.save({k: torch.from_numpy(v) for k, v in state.items()}, path)
-    return path
+    return load_reference()
 
 
 @pytest.mark.parametrize("name", ["fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101"])
@@ -75,13 +46,25 @@ def test_torchvision_checkpoint_gives_torchvisions_outputs(name, ref, tmp_path):
     assert len(np.unique(want.argmax(1))) > 1  # the statistics make a non-trivial map
 
 
+def test_our_dense_preprocessing_is_torchvisions_segmentation_preset(ref):
+    """Short side resized (PIL bilinear), no crop, ImageNet mean/std: the tensors torchvision fed its models."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    from resnet_deploy.data import normalize, resize_short
+    from resnet_deploy.manifest import Preprocess
+
+    photos = load_sample_images().filenames
+    assert [p.rsplit("/", 1)[-1] for p in photos] == list(ref["photos"])
+    size = int(ref["sizes"][0])
+    ours = normalize(np.stack([resize_short(Image.open(p).convert("RGB"), size) for p in photos]),
+                     Preprocess(resize=size, crop=0))
+    assert ours.shape == ref["seg_input"].shape
+    assert np.abs(ours - ref["seg_input"]).max() <= 1e-5
+
+
 def test_backbone_loads_a_classification_checkpoint_and_gives_intermediate_layer_getters_outputs(ref, tmp_path):
-    seeded = _seeded_state_module().seeded_state
-    fcn = torchvision_checkpoint(ref, "fcn_resnet50", tmp_path / "fcn.pth")
-    trunk = {k.removeprefix("backbone."): v for k, v in torch.load(fcn, weights_only=True).items()
-             if k.startswith("backbone.")}
-    fc = {k: torch.from_numpy(v) for k, v in seeded({"fc.weight": [1000, 2048], "fc.bias": [1000]}).items()}
-    torch.save({**trunk, **fc}, tmp_path / "resnet50.pth")
+    resnet50_checkpoint(ref, tmp_path / "resnet50.pth")
     loaded = load_model("resnet50", tmp_path / "resnet50.pth", task="backbone")
     assert (loaded.task, loaded.outputs, loaded.num_classes) == ("backbone", archs.STAGES, 0)
     with torch.inference_mode():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from resnet_deploy.archs import ARCH_NAMES
+from resnet_deploy.archs import ARCH_NAMES, MODEL_NAMES, STAGES, TASKS
 from resnet_deploy.calibration.targets import METHODS, TARGET_NAMES
 from resnet_deploy.cli.common import (
     CONTEXT_SETTINGS,
@@ -32,23 +32,38 @@ def cli(debug: bool) -> None:
     group_setup(debug)
 
 
-def weights_options(f):
-    f = click.option("--num-classes", type=click.IntRange(min=1), default=None,
-                     help="Classifier head size (default: the checkpoint's, else 1000).")(f)
-    f = click.option("--weights", type=WEIGHTS, default=None, metavar="PATH|torchvision|demo",
-                     help="A .pth/.safetensors state_dict, torchvision's weights, or the built-in demo "
-                          "(trained on digits). Default: untrained (random, seed 0).")(f)
-    f = click.option("--arch", type=click.Choice(ARCH_NAMES),
-                     default="resnet50", show_default=True, help="ResNet variant.")(f)
-    return f
+def stage_list(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
+    """Parse "c3,c4,c5" into ("c3", "c4", "c5")."""
+    if value is None:
+        return None
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not names or any(n not in STAGES for n in names):
+        raise click.BadParameter(f"{value!r}: comma-separated names from {','.join(STAGES)}")
+    return names
 
 
 @cli.command("onnx")
-@weights_options
+@click.option("--num-classes", type=click.IntRange(min=1), default=None,
+              help="Classifier head size (default: the checkpoint's, else 1000; segmentation: else 21).")
+@click.option("--weights", type=WEIGHTS, default=None, metavar="PATH|torchvision|demo",
+              help="A .pth/.safetensors state_dict, torchvision's weights, or the built-in demo "
+                   "(trained on digits). Default: untrained (random, seed 0).")
+@click.option("--arch", type=click.Choice(MODEL_NAMES), default="resnet50", show_default=True,
+              help="ResNet variant, or a segmentation model (fcn_*, deeplabv3_*).")
+@click.option("--task", type=click.Choice(TASKS), default=None,
+              help="classify, segment (a ResNet's FCN head) or backbone (its stage outputs) "
+                   "[default: what the arch says; a ResNet classifies].")
+@click.option("--outputs", callback=stage_list, default=None, metavar="c2,c3,c4,c5",
+              help="Backbone: the stage outputs to export [default: all four].")
 @click.option("--image-size", type=click.IntRange(min=32), default=None,
-              help="Input (crop) size in pixels [default: the weights' preset, else 224].")
+              help="Classifier input (crop) size in pixels [default: the weights' preset, else 224].")
 @click.option("--resize", type=click.IntRange(min=32), default=None,
-              help="Short side before the center crop [default: the preset, else size*256/224].")
+              help="Short side before the center crop [default: the preset, else size*256/224]; "
+                   "segment/backbone: the short side of the whole image [default: 520].")
+@click.option("--min-size", type=click.IntRange(min=32), default=32, show_default=True,
+              help="Segment/backbone: smallest input height or width the graph takes.")
+@click.option("--max-size", type=click.IntRange(min=32), default=1024, show_default=True,
+              help="Segment/backbone: largest input height or width the graph takes.")
 @click.option("--max-batch", type=click.IntRange(1, 4096), default=64, show_default=True,
               help="Largest batch the graph declares (the batch is dynamic from 1).")
 @click.option("--opset", type=click.IntRange(17, 20), default=18, show_default=True,
@@ -62,8 +77,8 @@ def weights_options(f):
               help="Output .onnx (its manifest goes to OUTPUT.json).")
 @overwrite_option
 @debug_option
-def onnx_cmd(arch, weights, num_classes, image_size, resize, max_batch, opset, input_format, no_simplify,
-             eval_data, output, overwrite, debug):
+def onnx_cmd(arch, weights, num_classes, task, outputs, image_size, resize, min_size, max_size, max_batch, opset,
+             input_format, no_simplify, eval_data, output, overwrite, debug):
     """Export ARCH to ONNX, verified against PyTorch in onnxruntime.
 
     \b
@@ -80,9 +95,11 @@ def onnx_cmd(arch, weights, num_classes, image_size, resize, max_batch, opset, i
     t0 = time.perf_counter()
     check_outputs(output, overwrite=overwrite)
     source = open_source(eval_data, split="eval") if eval_data else None
-    loaded = load_model(arch, weights, num_classes=num_classes)
+    loaded = load_model(arch, weights, num_classes=num_classes, task=task, outputs=outputs)
+    for note in loaded.notes:
+        click.echo(f"note: {note}")
     config = OnnxConfig(image_size=image_size, resize=resize, max_batch=max_batch, opset=opset,
-                        input_format=input_format, simplify=not no_simplify)
+                        input_format=input_format, simplify=not no_simplify, min_size=min_size, max_size=max_size)
     result = onnx_from_torch(loaded, output, config=config, eval_source=source, overwrite=overwrite)
     report_artifact(result.path, result.manifest)
     steps = ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in result.seconds.items())
@@ -135,10 +152,17 @@ def report_artifact(path: Path, manifest) -> None:
     """Two lines: what was written, and its parity against PyTorch."""
     size_mb = path.stat().st_size / 1e6
     inp = manifest.input
-    click.echo(f"wrote {path} ({size_mb:.1f} MB, {manifest.arch}, {manifest.precision}, "
-               f"input {inp.dtype} {inp.layout} {list(inp.shape)}, batch {manifest.batch.min}..{manifest.batch.max})")
+    task = "" if manifest.task == "classify" else f" {manifest.task}"
+    sizes = "" if manifest.size is None else f", height/width {manifest.size.min}..{manifest.size.max}"
+    click.echo(f"wrote {path} ({size_mb:.1f} MB, {manifest.arch}{task}, {manifest.precision}, "
+               f"input {inp.dtype} {inp.layout} {list(inp.shape)}, batch {manifest.batch.min}..{manifest.batch.max}{sizes})")
     p = manifest.parity or {}
-    if p:
+    if p and "outputs" in p:  # segmentation, backbone
+        agreement = "" if p.get("pixel_agreement") is None else f"pixel agreement {p['pixel_agreement']:.4%}, "
+        worst = max(p["outputs"].values(), key=lambda o: o["max_rel_diff"])
+        click.echo(f"parity vs PyTorch on {p['data']}: {agreement}max |diff| {worst['max_abs_diff']:.3g} "
+                   f"({worst['max_rel_diff']:.1e} of max), cosine >= {min(o['cosine_min'] for o in p['outputs'].values()):.6f}")
+    elif p:
         acc = "" if p.get("top1") is None else f"top-1 {p['top1']:.2%} (PyTorch {p['top1_ref']:.2%}), "
         click.echo(f"parity vs PyTorch on {p['data']}: {acc}agreement {p['top1_agreement']:.2%}, "
                    f"max |diff| {p['max_abs_diff']:.3g} ({p['max_rel_diff']:.1e} of max logit)")

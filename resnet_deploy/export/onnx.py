@@ -20,9 +20,20 @@ import numpy as np
 
 from resnet_deploy.errors import DeployError, UsageError
 from resnet_deploy.export.artifact import check_outputs, publish_onnx, save_onnx
-from resnet_deploy.manifest import BatchRange, InputSpec, Manifest, Preprocess, package_versions
+from resnet_deploy.manifest import BatchRange, InputSpec, Manifest, Preprocess, SizeRange, package_versions
 from resnet_deploy.data import normalize
-from resnet_deploy.parity import FP32_GATE, Gate, Parity, ParityAccumulator, measure_parity
+from resnet_deploy.parity import (
+    FP32_DENSE_GATES,
+    FP32_GATE,
+    DenseGate,
+    DenseParity,
+    DenseParityAccumulator,
+    Gate,
+    Parity,
+    ParityAccumulator,
+    measure_dense_parity,
+    measure_parity,
+)
 from resnet_deploy.reference import TorchSession
 from resnet_deploy.runtime.onnxruntime import OnnxRuntimeSession
 
@@ -43,7 +54,9 @@ class OnnxConfig:
     opset: int = 18  # parses on TensorRT 10.0+ (JetPack 6); 21+ does not everywhere
     input_format: str = "float"  # "float": NCHW normalised; "uint8": raw NHWC RGB, normalised in-graph
     simplify: bool = True
-    gate: Gate = FP32_GATE
+    gate: Gate = FP32_GATE  # classifiers; segmentation and backbones use parity.FP32_DENSE_GATES[task]
+    min_size: int = 32  # segment, backbone: the smallest height or width the graph takes
+    max_size: int = 1024  # ... and the largest
 
 
 @dataclass
@@ -86,68 +99,105 @@ def onnx_from_torch(loaded: LoadedModel, output: str | os.PathLike[str], *, conf
     from resnet_deploy.weights import resolve_preprocess
 
     pp = resolve_preprocess(loaded, image_size=config.image_size, resize=config.resize)
+    size = dense_size_range(pp, config) if loaded.task != "classify" else None
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    model = trace_to_onnx(loaded.model, pp, config)
+    model = trace_to_onnx(loaded.model, pp, config, outputs=loaded.outputs, size=size)
     seconds["export_s"] = time.perf_counter() - t0
     check_onnx(model)
-    ref = TorchSession(loaded.model, image_size=pp.crop)
+    ref = TorchSession(loaded.model, image_size=None if size else pp.crop, output_names=loaded.outputs)
     # Random images give near-tied logits on untrained nets: only the logit difference is gated there.
-    synthetic_gate = Gate(max_rel_diff=config.gate.max_rel_diff)
+    gate: Gate | DenseGate = FP32_DENSE_GATES[loaded.task] if size else config.gate
+    synthetic_gate = (DenseGate(max_rel_diff=gate.max_rel_diff) if size else Gate(max_rel_diff=gate.max_rel_diff))
+    synthetic = _synthetic_dense_parity if size else _synthetic_parity
+    parity: Parity | DenseParity
     with tempfile.TemporaryDirectory(prefix=".resnet-deploy-", dir=output.parent) as tmp:
         path = Path(tmp) / "model.onnx"
         save_onnx(model, path)
-        parity = _synthetic_parity(path, ref, pp, config.max_batch)
+        parity = synthetic(path, ref, pp, config.max_batch, size)
         parity.check(synthetic_gate, what="the exported graph (a torch.onnx exporter problem; try another `opset`)")
         if config.simplify:
             t0 = time.perf_counter()
             model = simplify(model)
             seconds["simplify_s"] = time.perf_counter() - t0
             save_onnx(model, path)
-            parity = _synthetic_parity(path, ref, pp, config.max_batch)
+            parity = synthetic(path, ref, pp, config.max_batch, size)
             parity.check(synthetic_gate, what="the simplified graph (onnxsim changed the answers; retry with `simplify=False`)")
         if eval_source is not None:
             t0 = time.perf_counter()
             with OnnxRuntimeSession(path, provider="cpu") as sess:
-                parity = measure_parity(ref, sess, eval_source, pp, batch_size=16)
+                if size:
+                    parity = measure_dense_parity(ref, sess, eval_source, pp, segment=loaded.task == "segment")
+                else:
+                    parity = measure_parity(ref, sess, eval_source, pp, batch_size=16)
             seconds["parity_s"] = time.perf_counter() - t0
-            parity.check(config.gate, what="the FP32 ONNX")
+            parity.check(gate, what="the FP32 ONNX")  # type: ignore[arg-type]  # the gate matches the parity
     manifest = Manifest(
         arch=loaded.arch,
         num_classes=loaded.num_classes,
         labels=loaded.labels,
         precision="fp32",
-        input=_input_spec(pp, config),
+        input=_input_spec(pp, config, dynamic=size is not None),
         preprocess=pp,
         batch=BatchRange(min=1, opt=min(8, config.max_batch), max=config.max_batch),
+        output=_output_spec(loaded),
         source={"weights": loaded.weights.label, "weights_sha256": loaded.weights_sha256},
         parity={"reference": "pytorch", **parity.to_dict()},
         versions=package_versions(*VERSIONED),
         details={"opset": config.opset, "simplified": config.simplify},
+        task=loaded.task,
+        size=size,
     )
     final = publish_onnx(model, output, manifest)
     return ExportResult(output, final, seconds)
 
 
-def _input_spec(pp: Preprocess, config: OnnxConfig) -> InputSpec:
-    s = pp.crop
+def dense_size_range(pp: Preprocess, config: OnnxConfig) -> SizeRange:
+    """The height/width bounds of a segmentation or backbone graph: ``min_size..max_size``, tuned for 4:3 photos."""
+    if not 32 <= config.min_size <= pp.resize <= config.max_size <= 8192:
+        raise UsageError(f"need 32 <= `min_size` ({config.min_size}) <= `resize` ({pp.resize}) <= `max_size` "
+                         f"({config.max_size}) <= 8192")
+    return SizeRange(min=config.min_size, opt=(pp.resize, min(config.max_size, round(pp.resize * 4 / 3))),
+                     max=config.max_size)
+
+
+def _output_spec(loaded: LoadedModel) -> dict:
+    if loaded.task == "segment":
+        return {"name": loaded.outputs[0], "layout": "NCHW", "size": "input"}
+    if loaded.task == "backbone":
+        from resnet_deploy.archs import STAGES
+
+        index = [STAGES.index(n) for n in loaded.outputs]
+        channels = loaded.model.channels  # type: ignore[attr-defined]
+        return {"names": list(loaded.outputs), "strides": [4 * 2**i for i in index], "channels": [channels[i] for i in index]}
+    return {"name": "logits"}
+
+
+def _input_spec(pp: Preprocess, config: OnnxConfig, *, dynamic: bool = False) -> InputSpec:
+    s = -1 if dynamic else pp.crop
     if config.input_format == "uint8":
         return InputSpec(dtype="uint8", layout="NHWC", shape=(-1, s, s, 3))
     return InputSpec(dtype="float32", layout="NCHW", shape=(-1, 3, s, s))
 
 
-def trace_to_onnx(model: torch.nn.Module, pp: Preprocess, config: OnnxConfig) -> onnx.ModelProto:
-    """torch.onnx.export (dynamo) with a dynamic batch 1..max_batch, returned in memory."""
+def trace_to_onnx(model: torch.nn.Module, pp: Preprocess, config: OnnxConfig, *,
+                  outputs: tuple[str, ...] = ("logits",), size: SizeRange | None = None) -> onnx.ModelProto:
+    """torch.onnx.export (dynamo) with a dynamic batch 1..max_batch (and height and width in ``size``), in memory."""
     import torch
 
     net = with_uint8_input(model, pp) if config.input_format == "uint8" else model.eval()
-    s = pp.crop
+    h, w = size.opt if size else (pp.crop, pp.crop)
     # An example batch of 2: a batch of 1 would let the exporter specialise the batch dimension.
     if config.input_format == "uint8":
-        example = torch.zeros(2, s, s, 3, dtype=torch.uint8)
+        example = torch.zeros(2, h, w, 3, dtype=torch.uint8)
     else:
-        example = torch.zeros(2, 3, s, s)
+        example = torch.zeros(2, 3, h, w)
     batch = torch.export.Dim("batch", min=1, max=max(config.max_batch, 2))
+    dims = {0: batch}
+    if size:
+        hw = (1, 2) if config.input_format == "uint8" else (2, 3)
+        dims |= {hw[0]: torch.export.Dim("height", min=size.min, max=size.max),
+                 hw[1]: torch.export.Dim("width", min=size.min, max=size.max)}
     # The exporter logs a notice per missing torchvision op and warns about its own internals;
     # torch resets logger levels when it is imported, so this is set here, after the import.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -156,8 +206,8 @@ def trace_to_onnx(model: torch.nn.Module, pp: Preprocess, config: OnnxConfig) ->
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             program = torch.onnx.export(
-                net, (example,), input_names=["input"], output_names=["logits"], opset_version=config.opset,
-                dynamic_shapes={"x": {0: batch}}, dynamo=True, external_data=False, verbose=False,
+                net, (example,), input_names=["input"], output_names=list(outputs), opset_version=config.opset,
+                dynamic_shapes={"x": dims}, dynamo=True, external_data=False, verbose=False,
             )
     except Exception as exc:  # the exporter raises many types; one line with its first
         raise DeployError(f"torch.onnx.export failed: {str(exc).splitlines()[0][:300]}") from exc
@@ -187,7 +237,21 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     return simplified
 
 
-def _synthetic_parity(path: Path, ref: TorchSession, pp: Preprocess, max_batch: int) -> Parity:
+def _synthetic_dense_parity(path: Path, ref: TorchSession, pp: Preprocess, max_batch: int,
+                            size: SizeRange | None) -> DenseParity:
+    """ORT vs torch on seeded random images at batch 1 (the tuned size) and 3 (the smallest, another aspect)."""
+    assert size is not None
+    rng = np.random.default_rng(0)
+    acc = DenseParityAccumulator("synthetic random images, batch 1 and 3, two sizes", ref.output_names, segment=False)
+    with OnnxRuntimeSession(path, provider="cpu") as sess:
+        for n, (h, w) in ((1, size.opt), (min(3, max_batch), (size.min, min(size.max, size.min + 24)))):
+            images = rng.integers(0, 256, size=(n, h, w, 3), dtype=np.uint8)
+            x = normalize(images, pp)
+            acc.update(ref.run_outputs(x), sess.run_outputs(images if sess.input_dtype == "uint8" else x))
+    return acc.result()
+
+
+def _synthetic_parity(path: Path, ref: TorchSession, pp: Preprocess, max_batch: int, size: None = None) -> Parity:
     """ORT vs torch on seeded random images at batch 1 and 7: shapes the exporter must not have frozen."""
     rng = np.random.default_rng(0)
     acc = ParityAccumulator("synthetic random images, batch 1 and 7")

@@ -118,6 +118,7 @@ class OnnxRuntimeSession(Session):
         if isinstance(inp.shape[0], int):  # a graph exported with a fixed batch
             self.min_batch = self.max_batch = inp.shape[0]
         self.output_name = out.name
+        self.output_names = tuple(o.name for o in outputs)
         self._output_dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16}.get(out.type)
         # Known class count: outputs can be pre-allocated per batch size (I/O binding).
         self._num_classes = out.shape[1] if len(out.shape) == 2 and isinstance(out.shape[1], int) else None
@@ -142,7 +143,11 @@ class OnnxRuntimeSession(Session):
             raise UsageError(f"{self.path}: its manifest says {m.num_classes} classes"
                              f"{'' if m.labels is None else f' ({len(m.labels)} labels)'} but the model outputs "
                              f"{self._num_classes}; is the manifest another artifact's?")
+        if m.task != "classify" and tuple(m.output.get("names", [m.output.get("name")])) != self.output_names:
+            raise UsageError(f"{self.path}: its manifest names outputs {m.output} but the model has "
+                             f"{list(self.output_names)}; is the manifest another artifact's?")
         self.sample_shape = tuple(a if b is None else b for a, b in zip(want, self.sample_shape))
+        self.size_range = m.size
         self.min_batch = max(self.min_batch, m.batch.min)
         self.max_batch = m.batch.max if self.max_batch is None else min(self.max_batch, m.batch.max)
 
@@ -182,6 +187,12 @@ class OnnxRuntimeSession(Session):
             return self._run_bound(session, batch)
         (logits,) = session.run([self.output_name], {self.input_name: batch})
         return logits
+
+    def _run_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        session = self._session
+        if session is None:
+            raise UsageError(f"{self.path}: the session is closed")
+        return dict(zip(self.output_names, session.run(list(self.output_names), {self.input_name: batch})))
 
     def _run_bound(self, session, batch: np.ndarray) -> np.ndarray:
         local = self._local

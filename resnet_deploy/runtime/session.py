@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from resnet_deploy.errors import UsageError
-from resnet_deploy.manifest import Manifest
+from resnet_deploy.manifest import Manifest, SizeRange
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -58,6 +58,10 @@ class Session(ABC):
     max_batch: int | None = None
     #: whether ``run``/``classify`` may be called from several threads at once on one session
     thread_safe: bool = False
+    #: the graph's outputs, in order; ``run`` returns the first, ``run_outputs`` all of them
+    output_names: tuple[str, ...] = ("logits",)
+    #: height/width bounds of a dynamic-size input (segment, backbone manifests); None: fixed or unchecked
+    size_range: SizeRange | None = None
 
     def __enter__(self) -> Session:
         return self
@@ -94,6 +98,10 @@ class Session(ABC):
         sample = self.sample_shape
         if len(shape) != len(sample) + 1 or any(w is not None and g != w for g, w in zip(shape[1:], sample)):
             raise UsageError(f"input has shape {shape}; this model takes a {self.expected_input()}")
+        if self.size_range is not None:
+            h, w = shape[1:3] if self.input_dtype == "uint8" else shape[2:4]
+            if (problem := self.size_range.check(h, w)) is not None:
+                raise UsageError(f"input {problem}; it takes a {self.expected_input()}")
         n = shape[0]
         if n < self.min_batch or (self.max_batch is not None and n > self.max_batch):
             top = "" if self.max_batch is None else self.max_batch
@@ -117,6 +125,64 @@ class Session(ABC):
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """Backend inference on an already validated, contiguous batch; returns a new array each call."""
 
+    def run_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the graph by name, for one validated batch."""
+        return self._run_outputs(self.check_input(batch))
+
+    def _run_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Backends with several outputs override this; one output is ``_run``'s."""
+        return {self.output_names[0]: self._run(batch)}
+
+    # ------------------------------------------------------------------ tasks
+
+    @property
+    def task(self) -> str:
+        """What the artifact computes (``archs.TASKS``); a bare artifact without a manifest counts as a classifier."""
+        return "classify" if self.manifest is None else self.manifest.task
+
+    def _require_task(self, task: str, call: str) -> None:
+        if self.task != task:
+            use = {"classify": "classify()", "segment": "segment()", "backbone": "features()"}[self.task]
+            raise UsageError(f"{call}() needs a {task} artifact; this one is a {self.task} model: use {use}")
+
+    def features(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """A backbone's named stage outputs (``c2``..``c5``, those exported) for a prepared batch."""
+        self._require_task("backbone", "features")
+        return self.run_outputs(batch)
+
+    def segment(self, images: ImageLike | Iterable[ImageLike]) -> list[np.ndarray]:
+        """Per-image class maps (int32, H x W at each image's own size) of a segmentation artifact.
+
+        Each image is resized as the manifest says (short side ``preprocess.resize``, uncropped),
+        run, and its scores resized back bilinearly to the image's size before the argmax.
+        """
+        from PIL import Image
+
+        self._require_task("segment", "segment")
+        maps = []
+        for img in self._images(images, what="segment"):
+            scores = self.run(self._dense_input(img))[0]
+            w, h = img.size
+            up = np.stack([np.asarray(Image.fromarray(c.astype(np.float32), "F").resize((w, h), Image.BILINEAR))
+                           for c in scores])
+            maps.append(up.argmax(axis=0).astype(np.int32))
+        return maps
+
+    def prepare_dense(self, image: ImageLike) -> np.ndarray:
+        """The batch of one that a segmentation or backbone artifact takes for ``image``, per the manifest."""
+        (img,) = self._images([image], what="prepare_dense")
+        return self._dense_input(img)
+
+    def _dense_input(self, img: PILImage.Image) -> np.ndarray:
+        from resnet_deploy.data import normalize, resize_short
+
+        assert self.manifest is not None
+        pp = self.manifest.preprocess
+        images = resize_short(img, pp.resize)[None]
+        if self.input_dtype == "uint8":
+            return images
+        return normalize(images, pp).astype(_DTYPES[self.input_dtype], copy=False)
+
     # ------------------------------------------------------------------ images in, labels out
 
     def classify(self, images: ImageLike | Iterable[ImageLike], *, topk: int = 5) -> list[list[tuple[str, float]]]:
@@ -127,6 +193,7 @@ class Session(ABC):
         """
         if topk < 1:
             raise UsageError(f"topk must be at least 1, got {topk}")
+        self._require_task("classify", "classify")
         return topk_labels(self.image_logits(images), topk=topk, labels=self.labels)
 
     def image_logits(self, images: ImageLike | Iterable[ImageLike]) -> np.ndarray:
@@ -144,36 +211,42 @@ class Session(ABC):
 
     def prepare(self, images: ImageLike | Iterable[ImageLike]) -> np.ndarray:
         """The batch ``classify`` feeds: each image decoded, resized, cropped (and normalised) per the manifest."""
-        from PIL import Image
+        from resnet_deploy.data import normalize, resize_crop
 
-        from resnet_deploy.data import load_image, normalize, resize_crop, to_rgb8
-
-        m = self.manifest
-        if m is None:
-            raise UsageError("classify needs the artifact's manifest (its preprocessing); use run() with prepared arrays")
-        layout = {"uint8": "NHWC", "float32": "NCHW", "float16": "NCHW"}.get(self.input_dtype)
-        if m.input.layout != layout or m.input.color != "RGB":
-            raise UsageError(f"classify supports {self.input_dtype} {layout} RGB input; "
-                             f"the manifest says {m.input.layout} {m.input.color}")
-        items = _as_list(images)
-        if not items:
-            raise UsageError("classify needs at least one image")
-        pp = m.preprocess
-        cropped = []
-        for item in items:
-            if isinstance(item, Image.Image):
-                img = to_rgb8(item)
-            elif isinstance(item, np.ndarray):
-                if item.dtype != np.uint8 or item.ndim != 3 or item.shape[-1] != 3:
-                    raise UsageError(f"image arrays must be uint8 HWC RGB (H, W, 3), got {item.dtype} {item.shape}")
-                img = Image.fromarray(np.ascontiguousarray(item), "RGB")
-            else:
-                img = load_image(item)
-            cropped.append(resize_crop(img, pp))
-        batch = np.stack(cropped)
+        self._require_task("classify", "prepare")
+        pp = self.manifest.preprocess  # type: ignore[union-attr]  # _images checked it
+        batch = np.stack([resize_crop(img, pp) for img in self._images(images, what="classify")])
         if self.input_dtype == "uint8":
             return batch
         return normalize(batch, pp).astype(_DTYPES[self.input_dtype], copy=False)
+
+    def _images(self, images: ImageLike | Iterable[ImageLike], *, what: str) -> list[PILImage.Image]:
+        """``images`` decoded to RGB, after checking the manifest says how to feed them."""
+        from PIL import Image
+
+        from resnet_deploy.data import load_image, to_rgb8
+
+        m = self.manifest
+        if m is None:
+            raise UsageError(f"{what} needs the artifact's manifest (its preprocessing); use run() with prepared arrays")
+        layout = {"uint8": "NHWC", "float32": "NCHW", "float16": "NCHW"}.get(self.input_dtype)
+        if m.input.layout != layout or m.input.color != "RGB":
+            raise UsageError(f"{what} supports {self.input_dtype} {layout} RGB input; "
+                             f"the manifest says {m.input.layout} {m.input.color}")
+        items = _as_list(images)
+        if not items:
+            raise UsageError(f"{what} needs at least one image")
+        out = []
+        for item in items:
+            if isinstance(item, Image.Image):
+                out.append(to_rgb8(item))
+            elif isinstance(item, np.ndarray):
+                if item.dtype != np.uint8 or item.ndim != 3 or item.shape[-1] != 3:
+                    raise UsageError(f"image arrays must be uint8 HWC RGB (H, W, 3), got {item.dtype} {item.shape}")
+                out.append(Image.fromarray(np.ascontiguousarray(item), "RGB"))
+            else:
+                out.append(load_image(item))
+        return out
 
     @property
     def labels(self) -> list[str] | None:
