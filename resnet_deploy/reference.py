@@ -69,7 +69,8 @@ class TorchSession(Session):
             if self.cuda_graph:
                 return self._replay(torch.from_numpy(batch)).float().cpu().numpy()
             x = torch.from_numpy(batch).to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
-            return self.model(x).float().cpu().numpy()
+            out = self.model(x)
+            return (out[0] if isinstance(out, tuple) else out).float().cpu().numpy()  # a backbone's: its first
 
     def _run_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every output by name: a backbone returns a tuple of stage outputs, other models one tensor."""

@@ -89,6 +89,9 @@ def derived_stage(onnx_path: str | os.PathLike[str], output: str | os.PathLike[s
     if parent.precision != "fp32":
         raise UsageError(f"{onnx_path}: is {parent.precision}; {what} starts from the FP32 ONNX "
                          "(the converters refuse graphs that are already converted)")
+    if parent.task != "classify":
+        raise UsageError(f"{onnx_path}: is a {parent.task} model; {what} conversion is for classifiers so far "
+                         "(its gate measures logits)")
     eval_source = evaluation_source(parent, eval_source, what=what)
     if labels:
         require_labels(eval_source, parent)

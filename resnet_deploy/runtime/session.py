@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
@@ -170,7 +170,7 @@ class Session(ABC):
 
     def prepare_dense(self, image: ImageLike) -> np.ndarray:
         """The batch of one that a segmentation or backbone artifact takes for ``image``, per the manifest."""
-        (img,) = self._images([image], what="prepare_dense")
+        (img,) = list(self._images([image], what="prepare_dense"))
         return self._dense_input(img)
 
     def _dense_input(self, img: PILImage.Image) -> np.ndarray:
@@ -214,18 +214,16 @@ class Session(ABC):
         from resnet_deploy.data import normalize, resize_crop
 
         self._require_task("classify", "prepare")
-        pp = self.manifest.preprocess  # type: ignore[union-attr]  # _images checked it
-        batch = np.stack([resize_crop(img, pp) for img in self._images(images, what="classify")])
+        decoded = self._images(images, what="classify")  # checks the manifest first
+        pp = self.manifest.preprocess  # type: ignore[union-attr]
+        batch = np.stack([resize_crop(img, pp) for img in decoded])
         if self.input_dtype == "uint8":
             return batch
         return normalize(batch, pp).astype(_DTYPES[self.input_dtype], copy=False)
 
-    def _images(self, images: ImageLike | Iterable[ImageLike], *, what: str) -> list[PILImage.Image]:
-        """``images`` decoded to RGB, after checking the manifest says how to feed them."""
-        from PIL import Image
-
-        from resnet_deploy.data import load_image, to_rgb8
-
+    def _images(self, images: ImageLike | Iterable[ImageLike], *, what: str) -> Iterator[PILImage.Image]:
+        """``images`` decoded to RGB one at a time (memory: one full-size image), after checking the
+        manifest says how to feed them; the checks run at the call, not at the first image."""
         m = self.manifest
         if m is None:
             raise UsageError(f"{what} needs the artifact's manifest (its preprocessing); use run() with prepared arrays")
@@ -236,21 +234,26 @@ class Session(ABC):
         items = _as_list(images)
         if not items:
             raise UsageError(f"{what} needs at least one image")
-        out = []
-        for item in items:
-            if isinstance(item, Image.Image):
-                out.append(to_rgb8(item))
-            elif isinstance(item, np.ndarray):
-                if item.dtype != np.uint8 or item.ndim != 3 or item.shape[-1] != 3:
-                    raise UsageError(f"image arrays must be uint8 HWC RGB (H, W, 3), got {item.dtype} {item.shape}")
-                out.append(Image.fromarray(np.ascontiguousarray(item), "RGB"))
-            else:
-                out.append(load_image(item))
-        return out
+        return (_decode(item) for item in items)
 
     @property
     def labels(self) -> list[str] | None:
         return None if self.manifest is None else self.manifest.labels
+
+
+def _decode(item: Any) -> PILImage.Image:
+    """A path, PIL image or uint8 HWC RGB array as an RGB PIL image."""
+    from PIL import Image
+
+    from resnet_deploy.data import load_image, to_rgb8
+
+    if isinstance(item, Image.Image):
+        return to_rgb8(item)
+    if isinstance(item, np.ndarray):
+        if item.dtype != np.uint8 or item.ndim != 3 or item.shape[-1] != 3:
+            raise UsageError(f"image arrays must be uint8 HWC RGB (H, W, 3), got {item.dtype} {item.shape}")
+        return Image.fromarray(np.ascontiguousarray(item), "RGB")
+    return load_image(item)
 
 
 def _as_list(images: Any) -> list:
