@@ -109,7 +109,7 @@ def onnx_from_torch(loaded: LoadedModel, output: str | os.PathLike[str], *, conf
         if eval_source is not None:
             t0 = time.perf_counter()
             with OnnxRuntimeSession(path, provider="cpu") as sess:
-                parity = measure_parity(ref, sess, eval_source, pp, batch_size=16)
+                parity = measure_parity(ref, sess, eval_source.for_model(loaded), pp, batch_size=16)
             seconds["parity_s"] = time.perf_counter() - t0
             parity.check(config.gate, what="the FP32 ONNX")
     manifest = Manifest(
@@ -125,7 +125,7 @@ def onnx_from_torch(loaded: LoadedModel, output: str | os.PathLike[str], *, conf
         versions=package_versions(*VERSIONED),
         details={"opset": config.opset, "simplified": config.simplify},
     )
-    final = publish_onnx(model, output, manifest)
+    final = publish_onnx(model, output, manifest, overwrite=overwrite)
     return ExportResult(output, final, seconds)
 
 
