@@ -32,6 +32,15 @@ def published() -> list[Path]:
     return list(_PUBLISHED)
 
 
+@contextlib.contextmanager
+def publishing(path: str | os.PathLike[str]) -> Iterator[None]:
+    """For a writer that moves ``path`` into place itself (a Triton model folder): the move and its
+    record in ``published()`` happen together, an interrupt waits for both."""
+    with _critical():
+        yield
+        _PUBLISHED.append(Path(path))
+
+
 def in_critical_section() -> bool:
     """True while a publication is between its rename and its record (an interrupt must wait)."""
     return _CRITICAL[0] > 0

@@ -215,3 +215,24 @@ def test_a_class_the_model_does_not_know_is_refused_in_one_line(demo18_onnx, dig
         assert result.exit_code == 2, (args, result.output)
         assert len(lines) == 1 and "class 'cat' is not one of the model's 10 classes" in lines[0], result.output
     assert not (tmp_path / "i.onnx").exists() and not (tmp_path / "f.onnx").exists()
+
+
+# ------------------------------------------------------------------------------------ issue 17, item 5
+
+def test_a_stage_error_names_the_users_files_not_its_work_copies(demo18_onnx, tmp_path):
+    """Once: "…/.resnet-deploy-XXXX/fp16.onnx: …" for a file the user never made."""
+    import errno
+
+    from resnet_deploy.export.stage import derived_stage
+
+    out = tmp_path / "m.fp16.onnx"
+    with pytest.raises(UsageError) as caught:
+        with derived_stage(demo18_onnx, out, what="FP16", eval_source=None, overwrite=False) as stage:
+            raise UsageError(f"{stage.work / 'fp16.onnx'}: onnxruntime cannot load it "
+                             f"(converted from {stage.work / 'parent.onnx'})")
+    assert str(caught.value) == f"{out}: onnxruntime cannot load it (converted from {demo18_onnx})"
+    with pytest.raises(OSError) as full:
+        with derived_stage(demo18_onnx, out, what="FP16", eval_source=None, overwrite=False) as stage:
+            raise OSError(errno.ENOSPC, "No space left on device", str(demo18_onnx))  # shutil names the source
+    assert full.value.filename == str(out) and full.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no work folder left
