@@ -22,6 +22,8 @@ from resnet_deploy.errors import DeployError
 from resnet_deploy.publish import remove_empty_created
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+#: click >= 8.2 raises this for a group called without a command; it shows the help, not an error
+_NO_ARGS: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 def _fail(exc: BaseException, code: int, *, debug: bool, text: str) -> NoReturn:
@@ -42,6 +44,9 @@ class Group(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NO_ARGS as exc:  # a bare `resnet-export`: the help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
         except click.ClickException as exc:  # usage errors: one line like every other error
             usage = f" (try '{exc.ctx.command_path} -h')" if getattr(exc, "ctx", None) is not None else ""
             _fail(exc, exc.exit_code, debug=False, text=f"{exc.format_message()}{usage}")
