@@ -161,11 +161,12 @@ def cpu_table(out_dir: str | Path, *, config: TableConfig = TableConfig(),
               log: Callable[[str], None] = print) -> TableResult:
     """Build (or reuse) the artifacts, time every row in interleaved rounds, write JSON and Markdown."""
     from resnet_deploy.benchmarks.specs import ModelSpec, OpenOptions, open_model, open_torch
+    from resnet_deploy.publish import make_folder
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if not out_dir.is_dir():
+    if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir}: not a folder")
+    make_folder(out_dir)
     rows = [row for arch in config.archs for row in build_artifacts(out_dir, arch, config, log)]
     options = OpenOptions(threads=config.threads, image_size=config.image_size)
     sessions = {}

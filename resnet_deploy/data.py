@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +41,9 @@ DIGITS_SEED = 0
 
 class ImageDecodeError(UsageError):
     """One image could not be decoded; sources skip and count these."""
+
+
+_NOTED: set[str] = set()  # undecodable files already noted in this process
 
 
 # ----------------------------------------------------------------------------- images
@@ -154,6 +157,35 @@ class Batch:
         return normalize(self.images, pp)
 
 
+# ----------------------------------------------------------------------------- classes
+
+
+def class_indices(names: Sequence[str], *, labels: Sequence[str] | None, num_classes: int | None,
+                  origin: str) -> list[int]:
+    """The model's class index of each data class name: the one mapping every labelled source uses.
+
+    By the model's ``labels`` where it has them, else a numeric name is the class index (``3/`` is
+    class 3). Never by position: a folder holding only ``3/`` and ``7/`` scores them as 3 and 7.
+    A name the model does not know is refused.
+    """
+    if labels:
+        index = {name: i for i, name in enumerate(labels)}
+        unknown = [n for n in names if n not in index]
+        if unknown:
+            known = ", ".join(list(labels)[:5]) + (", ..." if len(labels) > 5 else "")
+            raise UsageError(f"{origin}: class {unknown[0]!r} is not one of the model's {len(labels)} classes "
+                             f"({known})")
+        return [index[n] for n in names]
+    out = []
+    for name in names:
+        if not name.isdigit() or (num_classes is not None and int(name) >= num_classes):
+            size = "" if num_classes is None else f" 0..{num_classes - 1}"
+            raise UsageError(f"{origin}: class {name!r} is not a class index{size} and the model has no labels "
+                             "to match it by name")
+        out.append(int(name))
+    return out
+
+
 # ----------------------------------------------------------------------------- sources
 
 
@@ -162,6 +194,19 @@ class DataSource:
 
     description: str
     class_names: list[str] | None = None
+
+    def for_model(self, model: object | None) -> DataSource:
+        """This source with its labels as ``model``'s class indices (``model``: anything with
+        ``num_classes`` and ``labels``, a manifest or a loaded model); refuses a class it does not know.
+
+        Unbound, numeric class names are the class indices and other names give no labels.
+        """
+        if model is not None:
+            self._bind(getattr(model, "labels", None), getattr(model, "num_classes", None))
+        return self
+
+    def _bind(self, labels: Sequence[str] | None, num_classes: int | None) -> None:
+        return None
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -207,16 +252,24 @@ class ImageFolderSource(DataSource):
         self._skipped = 0
         if subdirs:
             self.class_names = [d.name for d in subdirs]
-            for idx, d in enumerate(subdirs):
+            for idx, d in enumerate(subdirs):  # idx: the folder's position in class_names, mapped by _index
                 files += [(p, idx) for p in self._list(d)]
         else:
             files = [(p, None) for p in self._list(root)]
+        self._index: list[int] | None = None
+        if self.class_names is not None and all(n.isdigit() for n in self.class_names):
+            self._index = class_indices(self.class_names, labels=None, num_classes=None, origin=str(root))
         if not files:
             raise UsageError(f"{root}: no image files found ({self._skipped} other files skipped)")
         chosen = _choose(len(files), count, seed)
         self._files = [files[i] for i in chosen]
+        self._bad: set[Path] = set()  # chosen files that did not decode (each noted once)
         self.root = root
-        self.description = f"{root} ({len(self._files)} images)"
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        """The folder and the images it gives (those found undecodable so far not counted)."""
+        return f"{self.root} ({len(self._files) - len(self._bad)} images)"
 
     def _list(self, folder: Path) -> list[Path]:
         out = []
@@ -229,17 +282,37 @@ class ImageFolderSource(DataSource):
                 self._skipped += 1
         return out
 
+    def _bind(self, labels: Sequence[str] | None, num_classes: int | None) -> None:
+        if self.class_names is not None:
+            self._index = class_indices(self.class_names, labels=labels, num_classes=num_classes, origin=str(self.root))
+
+    def _label(self, folder: int | None) -> int:
+        return -1 if folder is None or self._index is None else self._index[folder]
+
     def __len__(self) -> int:
         return len(self._files)
 
     @property
     def skipped(self) -> int:
-        return self._skipped
+        return self._skipped + len(self._bad)
+
+    def _decode(self, path: Path) -> PILImage.Image | None:
+        """``path`` as RGB, or None for an undecodable file (noted the first time only)."""
+        if path in self._bad:
+            return None
+        try:
+            return load_image(path)
+        except ImageDecodeError as exc:
+            self._bad.add(path)
+            if str(exc) not in _NOTED:  # once per process, however many sources and passes read the file
+                _NOTED.add(str(exc))
+                warnings.warn(str(exc), stacklevel=3)
+            return None
 
     def digest(self) -> str:
         h = hashlib.sha256()
         for path, label in self._files:
-            h.update(f"{path.relative_to(self.root).as_posix()}\0{label}\0".encode())
+            h.update(f"{path.relative_to(self.root).as_posix()}\0{self._label(label)}\0".encode())
             with open(path, "rb") as f:
                 h.update(hashlib.sha256(f.read()).digest())
         return h.hexdigest()
@@ -248,13 +321,10 @@ class ImageFolderSource(DataSource):
         images: list[np.ndarray] = []
         labels: list[int] = []
         for path, label in self._files:
-            try:
-                images.append(resize_crop(load_image(path), pp))
-            except ImageDecodeError as exc:
-                self._skipped += 1
-                warnings.warn(str(exc), stacklevel=2)
+            if (img := self._decode(path)) is None:
                 continue
-            labels.append(-1 if label is None else label)
+            images.append(resize_crop(img, pp))
+            labels.append(self._label(label))
             if len(images) == batch_size:
                 yield self._batch(images, labels)
                 images, labels = [], []
@@ -263,16 +333,12 @@ class ImageFolderSource(DataSource):
 
     def frames(self) -> Iterator[tuple[np.ndarray, int]]:
         for path, label in self._files:
-            try:
-                img = load_image(path)
-            except ImageDecodeError as exc:
-                self._skipped += 1
-                warnings.warn(str(exc), stacklevel=2)
+            if (img := self._decode(path)) is None:
                 continue
-            yield np.asarray(img, dtype=np.uint8), -1 if label is None else label
+            yield np.asarray(img, dtype=np.uint8), self._label(label)
 
     def _batch(self, images: list[np.ndarray], labels: list[int]) -> Batch:
-        return Batch(np.stack(images), None, None if self.class_names is None else np.asarray(labels, dtype=np.int64))
+        return Batch(np.stack(images), None, None if self._index is None else np.asarray(labels, dtype=np.int64))
 
 
 class ArraySource(DataSource):
@@ -282,6 +348,9 @@ class ArraySource(DataSource):
                  class_names: list[str] | None = None, count: int | None = None, seed: int = 0) -> None:
         if data.ndim not in (3, 4) or len(data) == 0:
             raise UsageError(f"{description}: expected a non-empty array (N, H, W[, C]) or (N, 3, H, W), got {data.shape}")
+        if data.dtype != np.uint8 and data.dtype.kind != "f":
+            raise UsageError(f"{description}: {data.dtype} data is not supported (uint8 images, or float32 "
+                             "normalised NCHW tensors)")
         self._float = data.dtype != np.uint8
         if self._float:
             if data.ndim != 4 or data.shape[1] != 3:
@@ -294,8 +363,21 @@ class ArraySource(DataSource):
         idx = _choose(len(data), count, seed)
         self._data = data[idx] if len(idx) != len(data) else data
         self._labels = None if labels is None else np.asarray(labels, dtype=np.int64)[idx]
+        self._raw_labels = self._labels
         self.class_names = class_names
         self.description = f"{description} ({len(self._data)} samples)"
+
+    def _bind(self, labels: Sequence[str] | None, num_classes: int | None) -> None:
+        if self._labels is None:
+            return
+        if self.class_names is not None:  # labels index class_names (the digits): map them by name
+            index = np.asarray(class_indices(self.class_names, labels=labels, num_classes=num_classes,
+                                             origin=self.description), dtype=np.int64)
+            self._labels = index[self._raw_labels]
+        elif num_classes is not None and len(self._labels) and not 0 <= int(self._labels.min()) <= int(
+                self._labels.max()) < num_classes:
+            raise UsageError(f"{self.description}: labels {int(self._labels.min())}..{int(self._labels.max())} are "
+                             f"not class indices of a model with {num_classes} classes")
 
     def __len__(self) -> int:
         return len(self._data)

@@ -62,7 +62,7 @@ def trained_model(arch: str) -> tuple[ResNet, str]:
     if not path.is_file():
         train(model)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
+        with atomic_path(path, record=False) as tmp:
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
     return model.eval(), sha256_file(path)
 

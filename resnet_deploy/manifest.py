@@ -16,6 +16,7 @@ from typing import Any
 
 from resnet_deploy.archs import TASKS
 from resnet_deploy.errors import UsageError
+from resnet_deploy.publish import check_sha256
 
 FORMAT = "resnet-deploy/1"
 METADATA_KEY = "resnet_deploy"
@@ -153,13 +154,19 @@ def manifest_path(artifact: str | os.PathLike[str]) -> Path:
 
 
 def read_manifest(artifact: str | os.PathLike[str], *, required: bool = False) -> Manifest | None:
-    """The sidecar manifest of ``artifact``, or None where there is none and it is not required."""
+    """The sidecar manifest of ``artifact``, or None where there is none and it is not required.
+
+    The sidecar must belong to ``artifact``: the sha256 it records is checked against the file
+    (cheaply: each unchanged file is hashed once per process).
+    """
     path = manifest_path(artifact)
     if not path.is_file():
         if required:
             raise UsageError(f"{path}: manifest not found (every artifact needs its sidecar)")
         return None
-    return Manifest.from_json(path.read_text(encoding="utf-8"), origin=str(path))
+    manifest = Manifest.from_json(path.read_text(encoding="utf-8"), origin=str(path))
+    check_sha256(artifact, manifest.source.get("sha256"), origin=str(path))
+    return manifest
 
 
 def package_versions(*names: str) -> dict[str, str]:

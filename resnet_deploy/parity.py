@@ -134,6 +134,7 @@ def measure_parity(reference: Session, candidate: Session, source: DataSource, p
         ref = reference.run(batch.as_input(reference.input_dtype, pp))
         out = candidate.run(batch.as_input(candidate.input_dtype, pp))
         acc.update(ref, out, batch.labels)
+    acc.data = source.description  # after the pass: images that did not decode are not counted
     if acc.n == 0:
         raise GateError(f"{source.description}: no decodable samples to measure parity on")
     return acc.result()

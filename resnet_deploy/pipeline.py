@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_deploy.errors import DeployError, MissingDependencyError, UsageError
-from resnet_deploy.publish import check_destination
+from resnet_deploy.publish import check_destination, make_folder
 from resnet_deploy.weights import Weights
 
 Log = Callable[[str], None]
@@ -91,7 +91,9 @@ def prepare_out_dir(out_dir: Path, arch: str, *, overwrite: bool) -> Path:
         raise UsageError(f"{out_dir}: exists and is not a folder")
     if not out_dir.parent.is_dir():
         raise UsageError(f"{out_dir.parent}: folder does not exist")
-    out_dir.mkdir(exist_ok=True)
+    if not out_dir.exists():  # nothing inside to refuse: check the parent, then create it
+        check_destination(out_dir, overwrite=False)
+        return make_folder(out_dir)
     for name in (*artifact_names(arch).values(), *REPORT_FILES):
         check_destination(out_dir / name, overwrite=overwrite)
         if name.endswith((".onnx", ".plan")):
@@ -174,9 +176,9 @@ def run_pipeline(out_dir: str | os.PathLike[str], *, config: PipelineConfig = Pi
     stages.append(Stage("parity and benchmark", "ok", None, time.perf_counter() - t0,
                         f"{len(reports)} models, batches {', '.join(map(str, config.batches))}"))
     summary = summarize(reports, out, config)
-    from resnet_deploy.benchmarks.report import int8_speed_notes
+    from resnet_deploy.benchmarks.report import disturbed_note, int8_speed_notes
 
-    notes = int8_speed_notes(reports)
+    notes = int8_speed_notes(reports) + [n for n in [disturbed_note(reports)] if n is not None]
     for note in notes:
         log(f"    note: {note}")
     result = PipelineResult(out, stages, summary, reports, notes)

@@ -175,11 +175,13 @@ def demo18_fake_plan(tmp_path, demo18_onnx) -> Path:
     """A TensorRT engine's manifest as ``resnet-export trt`` derives it from the demo ONNX (profile 1..8..32,
     version-compatible), beside stand-in bytes: for deployment writers and servers that never open the plan."""
     from resnet_deploy.manifest import BatchRange, manifest_path, read_manifest
+    from resnet_deploy.publish import sha256_bytes
 
     parent = read_manifest(demo18_onnx)
     path = tmp_path / "demo18.fp16.plan"
     path.write_bytes(b"engine bytes stand-in")
-    manifest = parent.derive(batch=BatchRange(1, 8, 32), parity=None, precision="fp16",
+    source = {**parent.source, "parent_sha256": parent.source["sha256"], "sha256": sha256_bytes(path.read_bytes())}
+    manifest = parent.derive(batch=BatchRange(1, 8, 32), parity=None, precision="fp16", source=source,
                              build={"tensorrt": "10.13.0", "gpu": "NVIDIA H200", "compute_capability": "9.0",
                                     "version_compatible": True},
                              details={**parent.details, "onnx_parity": parent.parity})

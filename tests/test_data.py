@@ -76,19 +76,19 @@ def test_decompression_bomb_rejected_before_decoding(tmp_path):
 def test_folder_source_labels_skips_and_counts(tmp_path):
     x, y = _digits_images(30)
     for i, (img, label) in enumerate(zip(x, y)):
-        (tmp_path / f"c{label}").mkdir(exist_ok=True)
-        Image.fromarray(img, "L").save(tmp_path / f"c{label}" / f"{i:03d}.png")
-    (tmp_path / "c0" / "notes.txt").write_text("not an image")
-    (tmp_path / "c1" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+        (tmp_path / f"{label}").mkdir(exist_ok=True)
+        Image.fromarray(img, "L").save(tmp_path / f"{label}" / f"{i:03d}.png")
+    (tmp_path / "0" / "notes.txt").write_text("not an image")
+    (tmp_path / "1" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     src = open_source(tmp_path)
-    assert src.class_names == [f"c{i}" for i in sorted(set(y.tolist()))]
+    assert src.class_names == [f"{i}" for i in sorted(set(y.tolist()))]
     assert len(src) == 31 and src.skipped == 1  # the text file
     pp = Preprocess(resize=32, crop=32)
     with pytest.warns(UserWarning, match="broken.jpg"):
         batches = list(src.batches(pp, batch_size=8))
     assert sum(len(b) for b in batches) == 30 and src.skipped == 2
-    labels = np.concatenate([b.labels for b in batches])
-    assert sorted(src.class_names[i] for i in labels) == sorted(f"c{v}" for v in y.tolist())
+    labels = np.concatenate([b.labels for b in batches])  # numeric folder names are the class indices
+    assert sorted(labels.tolist()) == sorted(y.tolist())
     assert batches[0].as_input("float32", pp).shape == (8, 3, 32, 32)
     assert batches[0].as_input("uint8", pp).shape == (8, 32, 32, 3)
 
@@ -150,3 +150,51 @@ def _digits_images(n: int) -> tuple[np.ndarray, np.ndarray]:
 
     x, y = digits_split("train")
     return x[:n], y[:n]
+
+
+def test_class_names_map_to_the_models_classes_by_name(tmp_path):
+    """docs/reliability.md case 26: by the model's labels where it has them, numeric names otherwise."""
+    from types import SimpleNamespace
+
+    from resnet_deploy.data import class_indices
+
+    labels = ["tench", "goldfish", "shark"]
+    assert class_indices(["shark", "tench"], labels=labels, num_classes=3, origin="d") == [2, 0]
+    assert class_indices(["7", "3"], labels=None, num_classes=10, origin="d") == [7, 3]
+    with pytest.raises(UsageError, match="class 'cat' is not one of the model's 3 classes"):
+        class_indices(["cat"], labels=labels, num_classes=3, origin="d")
+    with pytest.raises(UsageError, match="class '12' is not a class index 0..9"):
+        class_indices(["12"], labels=None, num_classes=10, origin="d")
+    x, _ = _digits_images(4)
+    for i, name in enumerate(["shark", "goldfish"]):  # sorted folder order is the reverse of the model's
+        (tmp_path / name).mkdir()
+        for j in range(2):
+            Image.fromarray(x[2 * i + j], "L").save(tmp_path / name / f"{j}.png")
+    src = open_source(tmp_path).for_model(SimpleNamespace(labels=labels, num_classes=3))
+    pp = Preprocess(resize=32, crop=32)
+    assert np.concatenate([b.labels for b in src.batches(pp, batch_size=3)]).tolist() == [1, 1, 2, 2]
+    unbound = open_source(tmp_path)  # names that are not numbers, no model: no labels rather than made-up ones
+    assert all(b.labels is None for b in unbound.batches(pp, batch_size=4))
+
+
+def test_an_integer_npz_is_told_its_dtype(tmp_path):
+    path = tmp_path / "ints.npz"
+    np.savez(path, images=np.zeros((4, 8, 8), np.int32), labels=np.zeros(4, np.int64))
+    with pytest.raises(UsageError, match="int32 data is not supported"):
+        open_source(path)
+
+
+def test_an_undecodable_file_is_noted_once_and_not_counted(tmp_path, recwarn):
+    import warnings
+
+    x, _ = _digits_images(3)
+    for i, img in enumerate(x):
+        Image.fromarray(img, "L").save(tmp_path / f"{i}.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG truncated")
+    warnings.simplefilter("default")
+    pp = Preprocess(resize=32, crop=32)
+    for src in (open_source(tmp_path), open_source(tmp_path)):  # two sources of one folder, two passes each
+        for _ in range(2):
+            assert sum(len(b) for b in src.batches(pp, batch_size=2)) == 3
+        assert src.description.endswith("(3 images)") and src.skipped == 1
+    assert len([w for w in recwarn if "broken.png" in str(w.message)]) == 1

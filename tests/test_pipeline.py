@@ -72,3 +72,18 @@ def test_pipeline_adds_a_triton_repository_of_every_artifact(pipeline_run):
 def test_pipeline_needs_eval_data_for_other_weights(tmp_path):
     r = CliRunner().invoke(cli, ["pipeline", "--weights", "random", "-o", str(tmp_path / "o")])
     assert r.exit_code == 2 and "Error: --eval-data is required for weights other than demo (random)" in r.output
+
+
+def test_pipeline_flags_figures_other_processes_disturbed(pipeline_run):
+    """As resnet-bench does (benchmarks.report.disturbed_note): said in report.md, report.json and on stderr."""
+    from resnet_deploy.benchmarks.harness import DISTURBED_CORES
+
+    out, r = pipeline_run
+    report = json.loads((out / "report.json").read_text())
+    busy = [run for bench in report["benchmarks"] for run in bench["runs"]
+            if (run.get("other_load_cores") or 0) > DISTURBED_CORES]
+    flagged = [n for n in report["notes"] if n.startswith("other processes were busy during")]
+    assert len(flagged) == (1 if busy else 0), (busy, report["notes"])
+    if busy:
+        assert f"{len(busy)} of {sum(len(b['runs']) for b in report['benchmarks'])} runs" in flagged[0]
+        assert f"Note: {flagged[0]}" in (out / "report.md").read_text() and flagged[0] in r.output

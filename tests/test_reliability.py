@@ -23,12 +23,18 @@ Where each case is tested:
 20 NaN/Inf inputs and outputs ... tests/test_parity.py, tests/runtime/
 21 accuracy gate missed ......... tests/test_parity.py, tests/export/test_onnx.py, tests/calibration/
 22 identical ONNX bytes ......... tests/export/test_onnx.py
+23 output not a regular file .... tests/test_publish.py
+24 two runs racing for one name . tests/test_publish.py
+25 sidecar of another artifact .. here
+26 class folders by name ........ here, tests/test_data.py
+27 SIGINT/SIGTERM at any moment . tests/cli/test_interrupts.py
 """
 
 from __future__ import annotations
 
 import os
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -94,3 +100,139 @@ def test_thousands_of_images_stream_in_bounded_memory(tmp_path):
     tracemalloc.stop()
     assert seen == 2000
     assert peak < 100e6, f"peak {peak / 1e6:.0f} MB while streaming"
+
+
+# ------------------------------------------------------------------------------------ case 25
+
+def _with_foreign_sidecar(model: Path, other: Path, folder: Path) -> Path:
+    """A copy of ``model`` with ``other``'s manifest beside it (an INT8 sidecar next to the FP32 model)."""
+    import shutil
+
+    from resnet_deploy.manifest import manifest_path
+
+    copy = folder / "model.onnx"
+    shutil.copyfile(model, copy)
+    shutil.copyfile(manifest_path(other), manifest_path(copy))
+    return copy
+
+
+def test_a_sidecar_of_another_artifact_is_refused_everywhere(demo18_onnx, demo18_uint8_onnx, tmp_path):
+    from click.testing import CliRunner
+
+    from resnet_deploy.cli.bench import cli as bench
+    from resnet_deploy.cli.export import cli as export
+    from resnet_deploy.runtime import open_session
+
+    model = _with_foreign_sidecar(demo18_onnx, demo18_uint8_onnx, tmp_path)
+    with pytest.raises(UsageError, match="does not match the sha256 recorded in its manifest"):
+        open_session(model)
+    commands = [
+        (bench, ["onnx", str(model), "--batch", "1", "--duration", "0.1"]),
+        (export, ["fp16", str(model), "-o", str(tmp_path / "f.onnx")]),
+        (export, ["int8", str(model), "--calib-data", "digits", "-o", str(tmp_path / "i.onnx")]),
+        (export, ["trt", str(model), "-o", str(tmp_path / "m.plan")]),
+        (export, ["triton", str(model), "-o", str(tmp_path / "repo")]),
+        (export, ["deepstream", str(model), "-o", str(tmp_path / "ds")]),
+    ]
+    for cli, args in commands:
+        result = CliRunner().invoke(cli, args)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 2, (args, result.output)
+        assert lines == [lines[0]] and "does not match the sha256 recorded in its manifest" in lines[0], args
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.json"]  # nothing written
+
+
+def test_verified_digests_are_cached_until_the_file_changes(demo18_onnx, tmp_path, monkeypatch):
+    import shutil
+
+    from resnet_deploy import publish
+    from resnet_deploy.manifest import manifest_path, read_manifest
+
+    model = tmp_path / "model.onnx"
+    shutil.copyfile(demo18_onnx, model)
+    shutil.copyfile(manifest_path(demo18_onnx), manifest_path(model))
+    assert read_manifest(model) is not None
+    calls = []
+    real = publish.hashlib.sha256
+    monkeypatch.setattr(publish.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
+    for _ in range(3):
+        read_manifest(model)  # unchanged: no byte is read again
+    assert calls == []
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 0xFF  # same size; a new mtime
+    model.write_bytes(bytes(data))
+    with pytest.raises(UsageError, match="does not match the sha256"):
+        read_manifest(model)
+    assert calls == [1]
+
+
+# ------------------------------------------------------------------------------------ case 26
+
+def _subset(folder: Path, classes: list[str], root: Path) -> Path:
+    import shutil
+
+    for name in classes:
+        shutil.copytree(folder / name, root / name)
+    return root
+
+
+def test_a_folder_of_some_classes_is_scored_by_class_name(demo18_onnx, digits_png, tmp_path):
+    """Only 3/ and 7/ of the digits: once scored as classes 0 and 1 (11% and 0%); now as 3 and 7."""
+    from resnet_deploy.benchmarks.benchmark import measure_accuracy
+    from resnet_deploy.manifest import read_manifest
+    from resnet_deploy.runtime import open_session
+
+    manifest = read_manifest(demo18_onnx)
+    sub = _subset(digits_png, ["3", "7"], tmp_path / "sub")
+    with open_session(demo18_onnx) as session:
+        got = measure_accuracy(session, open_source(sub).for_model(manifest), manifest.preprocess)
+        hits = n = 0  # the same images, scored inside the full folder
+        for batch in open_source(digits_png).for_model(manifest).batches(manifest.preprocess, batch_size=64):
+            keep = np.isin(batch.labels, [3, 7])
+            if keep.any():
+                top = session.run(batch.as_input("float32", manifest.preprocess)).argmax(axis=1)
+                hits += int((top[keep] == batch.labels[keep]).sum())
+                n += int(keep.sum())
+    assert got["count"] == n and got["top1"] == pytest.approx(hits / n)
+    assert got["top1"] > 0.5  # far from what position-numbered classes gave
+
+
+def test_a_class_the_model_does_not_know_is_refused_in_one_line(demo18_onnx, digits_png, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from resnet_deploy.cli.bench import cli as bench
+    from resnet_deploy.cli.export import cli as export
+
+    sub = _subset(digits_png, ["3"], tmp_path / "sub")
+    shutil.copytree(digits_png / "7", sub / "cat")
+    for cli, args in ((bench, ["onnx", str(demo18_onnx), "--data", str(sub), "--batch", "1", "--duration", "0.1"]),
+                      (export, ["int8", str(demo18_onnx), "--calib-data", str(sub), "-o", str(tmp_path / "i.onnx")]),
+                      (export, ["fp16", str(demo18_onnx), "--eval-data", str(sub), "-o", str(tmp_path / "f.onnx")])):
+        result = CliRunner().invoke(cli, args)
+        lines = [line for line in result.output.splitlines() if line.strip() and not line.startswith("Note:")]
+        assert result.exit_code == 2, (args, result.output)
+        assert len(lines) == 1 and "class 'cat' is not one of the model's 10 classes" in lines[0], result.output
+    assert not (tmp_path / "i.onnx").exists() and not (tmp_path / "f.onnx").exists()
+
+
+# ------------------------------------------------------------------------------------ issue 17, item 5
+
+def test_a_stage_error_names_the_users_files_not_its_work_copies(demo18_onnx, tmp_path):
+    """Once: "…/.resnet-deploy-XXXX/fp16.onnx: …" for a file the user never made."""
+    import errno
+
+    from resnet_deploy.export.stage import derived_stage
+
+    out = tmp_path / "m.fp16.onnx"
+    with pytest.raises(UsageError) as caught:
+        with derived_stage(demo18_onnx, out, what="FP16", eval_source=None, overwrite=False) as stage:
+            raise UsageError(f"{stage.work / 'fp16.onnx'}: onnxruntime cannot load it "
+                             f"(converted from {stage.work / 'parent.onnx'})")
+    assert str(caught.value) == f"{out}: onnxruntime cannot load it (converted from {demo18_onnx})"
+    with pytest.raises(OSError) as full:
+        with derived_stage(demo18_onnx, out, what="FP16", eval_source=None, overwrite=False) as stage:
+            raise OSError(errno.ENOSPC, "No space left on device", str(demo18_onnx))  # shutil names the source
+    assert full.value.filename == str(out) and full.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no work folder left

@@ -88,6 +88,7 @@ def measure(opened: Opened, *, source: DataSource, reference: Opened | None,
             gate: Gate = Gate()) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(accuracy, parity) of ``opened`` on ``source``; GateError when ``gate`` is missed."""
     session, pp = opened.session, opened.preprocess
+    source.for_model(opened.manifest or (reference.manifest if reference is not None else None))
     if reference is None:
         return measure_accuracy(session, source, pp, batch_size=parity_batch(session)), None
     size = min(parity_batch(session), parity_batch(reference.session))

@@ -137,6 +137,19 @@ def compare_rows(reports: list[Report], *, baseline: Report | None = None) -> tu
 INT8_FASTER = 1.10
 
 
+def disturbed_note(reports: list[Report]) -> str | None:
+    """One line when other processes took CPU during timed runs (those figures understate the model), else None.
+
+    The one place that decides it: ``resnet-bench`` and the pipeline print what this returns.
+    """
+    busy = [f"{rep.model} batch {run.batch}: {run.other_load_cores:.2f} cores"
+            for rep in reports for run in rep.runs if run.disturbed]
+    if not busy:
+        return None
+    return (f"other processes were busy during {len(busy)} of {sum(len(r.runs) for r in reports)} runs "
+            f"({'; '.join(busy[:4])}{'; ...' if len(busy) > 4 else ''}): those figures are low; rerun on a quiet machine")
+
+
 def int8_speed_notes(reports: list[Report], *, host=None) -> list[str]:
     """One plain line per onnxruntime-CPU INT8 model that is not faster than the fastest FP32/FP16 one, and why.
 

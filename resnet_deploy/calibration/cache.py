@@ -64,7 +64,7 @@ class CalibrationCache:
         if self.root is None:
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.root / f"{key}.onnx") as tmp:
+        with atomic_path(self.root / f"{key}.onnx", record=False) as tmp:
             shutil.copyfile(src, tmp)
         self._evict()
 
@@ -87,7 +87,7 @@ class CalibrationCache:
         if self.root is None:
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.root / f"{key}.json") as tmp:
+        with atomic_path(self.root / f"{key}.json", record=False) as tmp:
             tmp.write_text(json.dumps(value, indent=1), encoding="utf-8")
 
     def _evict(self) -> None:

@@ -11,7 +11,16 @@ from pathlib import Path
 import click
 
 from resnet_deploy.archs import ARCH_NAMES
-from resnet_deploy.cli.common import CONTEXT_SETTINGS, Group, batch_list, debug_option, group_setup, progress, table
+from resnet_deploy.cli.common import (
+    CONTEXT_SETTINGS,
+    Group,
+    batch_list,
+    debug_option,
+    group_setup,
+    progress,
+    table,
+    thread_count,
+)
 from resnet_deploy.cli.serve import triton_bench_cmd
 
 
@@ -40,7 +49,7 @@ def timing_options(f: Callable) -> Callable:
                      metavar="S", help="Timed run per batch size, seconds (and at least 10 iterations)."),
         click.option("--iterations", type=click.IntRange(min=1), default=None, metavar="N",
                      help="Exactly N timed iterations per batch size (instead of --duration)."),
-        click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
+        click.option("--threads", type=click.IntRange(min=1), callback=thread_count, default=None, metavar="N",
                      help="CPU threads (onnxruntime intra-op, torch). Default: the CPUs this process may use."),
         click.option("--data", default=None, metavar="SRC",
                      help="Image folder, .npy/.npz or 'digits': accuracy and parity on it, and the timing input "
@@ -184,13 +193,10 @@ def _bench_file(kind, path, open_options, *, timing, threads, data, count, refer
 
 
 def _note_disturbed(reports) -> None:
-    """Say so when other processes took CPU during a timed run: those figures understate the model."""
-    busy = [f"{rep.model} batch {run.batch}: {run.other_load_cores:.2f} cores"
-            for rep in reports for run in rep.runs if run.disturbed]
-    if busy:
-        click.secho(f"Note: other processes were busy during {len(busy)} of {sum(len(r.runs) for r in reports)} "
-                    f"runs ({'; '.join(busy[:4])}{'; ...' if len(busy) > 4 else ''}): those figures are low; "
-                    "rerun on a quiet machine", fg="yellow", err=True)
+    from resnet_deploy.benchmarks.report import disturbed_note
+
+    if (note := disturbed_note(reports)) is not None:
+        click.secho(f"Note: {note}", fg="yellow", err=True)
 
 
 def _echo_accuracy(report) -> None:
@@ -381,7 +387,7 @@ def compare_cmd(specs, provider, device, cuda_graph, baseline, strict_cpu, batch
 @cli.command("cpu-table")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for the artifacts, the JSON and the Markdown table (created).")
-@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="CPU threads.")
+@click.option("--threads", type=click.IntRange(min=1), callback=thread_count, default=2, show_default=True, help="CPU threads.")
 @click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
               help="Interleaved rounds; each figure is the median over rounds.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True, metavar="S",

@@ -1,7 +1,8 @@
 """Shared CLI plumbing: error handling and exit codes, --debug, shared options, tables.
 
 The library raises typed errors; only here do they become one line on stderr and an exit code
-(0 success, 1 the work failed, 2 usage). Tracebacks only with --debug.
+(0 success, 1 the work failed, 2 usage, 130/143 interrupted). Tracebacks only with --debug,
+which changes nothing else.
 """
 
 from __future__ import annotations
@@ -9,39 +10,66 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
+from resnet_deploy.cli import interrupts
 from resnet_deploy.errors import DeployError
+from resnet_deploy.publish import remove_empty_created
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+#: click >= 8.2 raises this for a group called without a command; it shows the help, not an error
+_NO_ARGS: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _fail(exc: BaseException, code: int, *, debug: bool, text: str) -> NoReturn:
+    """One line on stderr (after the traceback with --debug), then exit ``code``."""
+    remove_empty_created()
+    if debug:
+        traceback.print_exception(exc)
+    click.secho(f"Error: {text}", fg="red", err=True)
+    sys.exit(code)
 
 
 class Group(click.Group):
-    """A click group whose commands report DeployError as one line with its exit code."""
+    """A click group whose commands report every failure as one line with its exit code."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NO_ARGS as exc:  # a bare `resnet-export`: the help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:  # usage errors: one line like every other error
+            usage = f" (try '{exc.ctx.command_path} -h')" if getattr(exc, "ctx", None) is not None else ""
+            _fail(exc, exc.exit_code, debug=False, text=f"{exc.format_message()}{usage}")
+        except click.Abort as exc:  # click turns a KeyboardInterrupt while parsing into Abort
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                sys.exit(interrupts.report(exc.__context__))
+            _fail(exc, 1, debug=False, text="aborted")
+        except KeyboardInterrupt as exc:
+            sys.exit(interrupts.report(exc))
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         debug = "--debug" in sys.argv or ctx.params.get("debug", False)
         try:
             return super().invoke(ctx)
         except DeployError as exc:
-            if debug:
-                raise
-            click.secho(f"Error: {in_flags(exc, self.get_command(ctx, ctx.invoked_subcommand or ''))}", fg="red",
-                        err=True)
-            ctx.exit(exc.exit_code)
+            _fail(exc, exc.exit_code, debug=debug,
+                  text=in_flags(exc, self.get_command(ctx, ctx.invoked_subcommand or '')))
         except OSError as exc:  # disk full, permissions, I/O errors during the work
-            if debug:
-                raise
             where = f"{exc.filename}: " if exc.filename else ""
-            click.secho(f"Error: {where}{exc.strerror or exc}", fg="red", err=True)
-            ctx.exit(1)
-        except KeyboardInterrupt:
-            click.echo("Interrupted; nothing was published.", err=True)
-            ctx.exit(130)
+            _fail(exc, 1, debug=debug, text=f"{where}{exc.strerror or exc}")
+        except KeyboardInterrupt as exc:
+            sys.exit(interrupts.report(exc))
 
 
 #: library parameters whose option is named otherwise (a data *source* is given as a data *spec*, SRC)
@@ -120,17 +148,37 @@ def overwrite_option(f: Callable) -> Callable:
     return click.option("--overwrite", is_flag=True, help="Replace existing outputs.")(f)
 
 
-def batch_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
-    """Parse "1,8,32" into [1, 8, 32]."""
-    if value is None:
-        return None
+def int_list(value: str) -> list[int]:
+    """Parse "1,8,32" into [1, 8, 32]: the one parser of every list option; an empty entry is refused."""
+    entries = [v.strip() for v in value.split(",")]
+    if any(not v for v in entries):
+        raise click.BadParameter(f"{value!r} has an empty entry (write a list like 1,8,32)")
     try:
-        sizes = [int(v) for v in value.split(",") if v.strip()]
+        sizes = [int(v) for v in entries]
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
-    if not sizes or min(sizes) < 1:
-        raise click.BadParameter("batch sizes must be positive integers")
+    if min(sizes) < 1:
+        raise click.BadParameter(f"{value!r}: every entry must be a positive integer")
     return sizes
+
+
+def batch_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    """Callback of a list option ("1,8,32")."""
+    return None if value is None else int_list(value)
+
+
+def thread_count(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """Callback of ``--threads``: more threads than the CPUs this process may use are clamped, with a note."""
+    from resnet_deploy.benchmarks.environment import default_threads
+
+    if value is None:
+        return None
+    available = default_threads()
+    if value > available:
+        click.secho(f"Note: --threads {value} is more than the {available} CPUs this process may use; using "
+                    f"{available}", fg="yellow", err=True)
+        return available
+    return value
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

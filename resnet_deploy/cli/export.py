@@ -16,6 +16,7 @@ from resnet_deploy.cli.common import (
     debug_option,
     group_setup,
     overwrite_option,
+    thread_count,
 )
 from resnet_deploy.cli.serve import pipeline_triton_check, pipeline_triton_option, pipeline_triton_write, triton_export_cmd
 
@@ -330,7 +331,7 @@ def int8_cmd(model, calib_data, calib_count, method, target, high_precision, eva
               help="Batch sizes to benchmark.")
 @click.option("--duration", type=click.FloatRange(min=0.1), default=2.0, show_default=True, metavar="S",
               help="Timed seconds per model and batch size.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("--threads", type=click.IntRange(min=1), callback=thread_count, default=None,
               help="CPU threads [default: the CPUs this process may use].")
 @click.option("--no-tensorrt", is_flag=True, help="Skip the TensorRT engine stage even where TensorRT exists.")
 @pipeline_triton_option

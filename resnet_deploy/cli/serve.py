@@ -10,7 +10,16 @@ from pathlib import Path
 
 import click
 
-from resnet_deploy.cli.common import CONTEXT_SETTINGS, Group, batch_list, debug_option, group_setup, overwrite_option, table
+from resnet_deploy.cli.common import (
+    CONTEXT_SETTINGS,
+    Group,
+    batch_list,
+    debug_option,
+    group_setup,
+    overwrite_option,
+    table,
+    thread_count,
+)
 
 
 def _repository_options(f):
@@ -86,10 +95,10 @@ def pipeline_triton_option(f):
 
 def pipeline_triton_check(out_dir: Path, *, overwrite: bool) -> None:
     """Before the pipeline's work: refuse an existing OUT/triton without --overwrite."""
-    from resnet_deploy.errors import UsageError
+    from resnet_deploy.publish import exists_error
 
     if (out_dir / "triton").exists() and not overwrite:
-        raise UsageError(f"{out_dir / 'triton'}: already exists (pass --overwrite to replace it)")
+        raise exists_error(out_dir / "triton")
 
 
 def pipeline_triton_write(result, *, overwrite: bool) -> None:
@@ -199,7 +208,7 @@ def serve_main() -> None:
               help="Seconds per level.")
 @click.option("--requests", type=click.IntRange(min=1), default=None, metavar="N",
               help="Exactly N requests per level instead of --duration.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads of the in-process Session.")
+@click.option("--threads", type=click.IntRange(min=1), callback=thread_count, default=None, help="Threads of the in-process Session.")
 @click.option("--max-rel-diff", type=click.FloatRange(min=0), default=None, metavar="X",
               help="Gate: exit 1 if a served logit differs from the in-process one by more than X of the largest.")
 @click.option("--min-agreement", type=click.FloatRange(0, 100), default=None, metavar="PERCENT",

@@ -103,6 +103,7 @@ def deepstream_from_onnx(artifact: str | os.PathLike[str], out_dir: str | os.Pat
     check_folder_destination(out_dir, overwrite=overwrite)
     load_checked(artifact)  # an ONNX whose external data stays in its folder
     name = config_name(artifact)
+    eval_source.for_model(manifest)
     with atomic_folder(out_dir, overwrite=overwrite) as staging:
         result = _write(artifact, manifest, name, staging, eval_source, options, log)
     result.out_dir = Path(out_dir)
@@ -189,7 +190,7 @@ def _write(artifact: Path, manifest: Manifest, name: str, staging: Path, eval_so
         parity=recorded_parity(manifest),
         details={**manifest.details, "deepstream": deepstream},
     )
-    publish_onnx(variant, staging / variant_name, variant_manifest)
+    publish_onnx(variant, staging / variant_name, variant_manifest, overwrite=False)
     result = DeepStreamResult(out_dir=staging, name=name, files=[], variant_gate=gate, fidelity=rows,
                               geometry=geometry)
     (staging / "README.md").write_text(readme(artifact, manifest, result, configs, variant_name,

@@ -35,7 +35,7 @@ from typing import Any
 from resnet_deploy.deploy.gated import gated_manifest
 from resnet_deploy.errors import UsageError
 from resnet_deploy.manifest import Manifest, manifest_path
-from resnet_deploy.publish import _TMP_PREFIX
+from resnet_deploy.publish import _TMP_PREFIX, exists_error, publishing
 from resnet_deploy.runtime.backends import ENGINE_SUFFIXES
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "plan": "tensorrt_plan"}
@@ -293,7 +293,7 @@ def write_repository(entries: Sequence[ModelEntry], repo: str | os.PathLike[str]
         raise UsageError(f"{parent}: folder does not exist")
     clashes = [e.name for e in entries if (repo / e.name).exists()]
     if clashes and not overwrite:
-        raise UsageError(f"{repo / clashes[0]}: already exists (pass `overwrite=True` to replace it)")
+        raise exists_error(repo / clashes[0])
     staging = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=parent))
     try:
         for e in entries:
@@ -302,19 +302,22 @@ def write_repository(entries: Sequence[ModelEntry], repo: str | os.PathLike[str]
             (staging / "README.md").write_text(repository_readme(entries, host_threads=host_threads), encoding="utf-8")
         if not repo.exists():
             os.chmod(staging, 0o755)
-            os.replace(staging, repo)
+            with publishing(repo):
+                os.replace(staging, repo)
             return repo
         for e in entries:
             old = repo / e.name
-            if old.exists():  # swap: the old directory leaves in one rename, the new arrives in another
-                trash = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=repo))
-                os.replace(old, trash / e.name)
-                os.replace(staging / e.name, old)
-                shutil.rmtree(trash)
-            else:
-                os.replace(staging / e.name, old)
+            with publishing(old):
+                if old.exists():  # swap: the old directory leaves in one rename, the new arrives in another
+                    trash = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=repo))
+                    os.replace(old, trash / e.name)
+                    os.replace(staging / e.name, old)
+                    shutil.rmtree(trash)
+                else:
+                    os.replace(staging / e.name, old)
         if readme:
-            os.replace(staging / "README.md", repo / "README.md")
+            with publishing(repo / "README.md"):
+                os.replace(staging / "README.md", repo / "README.md")
         return repo
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -24,26 +24,28 @@ def check_outputs(output: str | os.PathLike[str], *, overwrite: bool) -> Path:
     return output
 
 
-def save_onnx(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
+def save_onnx(model: onnx.ModelProto, path: str | os.PathLike[str], *, overwrite: bool = True) -> None:
     """One self-contained file (no external data), written atomically."""
     import onnx
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         onnx.save_model(model, str(tmp), save_as_external_data=False)
 
 
-def publish_onnx(model: onnx.ModelProto, output: Path, manifest: Manifest) -> Manifest:
+def publish_onnx(model: onnx.ModelProto, output: Path, manifest: Manifest, *, overwrite: bool) -> Manifest:
     """Embed ``manifest`` in ``model``, write both atomically; return the manifest with the file's sha256.
 
-    The embedded copy cannot hold the file's own hash; the sidecar adds ``source.sha256``.
+    The embedded copy cannot hold the file's own hash; the sidecar adds ``source.sha256``. Without
+    ``overwrite`` the model is published only under a name nobody took meanwhile; the run that
+    publishes it then writes the sidecar.
     """
     embedded = manifest.to_json()
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, embedded
-    save_onnx(model, output)
+    save_onnx(model, output, overwrite=overwrite)
     final = manifest.derive(source={**manifest.source, "sha256": sha256_file(output)})
-    write_text(manifest_path(output), final.to_json())
+    write_text(manifest_path(output), final.to_json(), overwrite=True)
     return final
 
 

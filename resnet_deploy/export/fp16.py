@@ -74,7 +74,7 @@ def fp16_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLike[
         parent, work = stage.parent, stage.work
         calibration, npz = None, None
         if calib_source is not None:
-            cset = spool_calibration(calib_source, parent.preprocess, work)
+            cset = spool_calibration(calib_source.for_model(parent), parent.preprocess, work)
             used = autocast_samples(parent.preprocess.crop, cset.count, config)
             if used < cset.count:
                 warnings.warn(f"AutoCast keeps every activation of every sample in memory: it measures ranges on the "
@@ -95,7 +95,7 @@ def fp16_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLike[
         seconds["parity_s"] = time.perf_counter() - t0
         parity.check(config.gate, what="the FP16 ONNX")
         manifest = stage.manifest("fp16", model, parity=parity, calibration=calibration, details=_details(model, calibration))
-        final = publish_onnx(model, stage.output, manifest)
+        final = publish_onnx(model, stage.output, manifest, overwrite=overwrite)
     seconds["total_s"] = time.perf_counter() - t_start
     return ExportResult(stage.output, final, seconds)
 

@@ -42,14 +42,14 @@ def int8_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLike[
     with derived_stage(onnx_path, output, what="INT8", eval_source=eval_source, overwrite=overwrite,
                        labels=True) as stage:
         parent, work = stage.parent, stage.work
-        cset = spool_calibration(calib_source, parent.preprocess, work)
+        cset = spool_calibration(calib_source.for_model(parent), parent.preprocess, work)
         result = quantize_to_gate(private_copy(stage.onnx_path, work), stage.parent_sha256, parent, cset,
                                   reference=stage.reference, eval_source=stage.eval_source, workdir=work, config=config,
                                   debug=debug, log=log)
         model = onnx.load(str(result.path))
         manifest = stage.manifest("int8", model, parity=result.parity, calibration=cset.summary(config.method),
                                   details=_details(model, result, config))
-        final = publish_onnx(model, stage.output, manifest)
+        final = publish_onnx(model, stage.output, manifest, overwrite=overwrite)
     seconds = {**result.seconds, "total_s": time.perf_counter() - t_start}
     return ExportResult(stage.output, final, seconds)
 

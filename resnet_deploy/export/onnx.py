@@ -129,7 +129,7 @@ def onnx_from_torch(loaded: LoadedModel, output: str | os.PathLike[str], *, conf
                 if size:
                     parity = measure_dense_parity(ref, sess, eval_source, pp, segment=loaded.task == "segment")
                 else:
-                    parity = measure_parity(ref, sess, eval_source, pp, batch_size=16)
+                    parity = measure_parity(ref, sess, eval_source.for_model(loaded), pp, batch_size=16)
             seconds["parity_s"] = time.perf_counter() - t0
             parity.check(gate, what="the FP32 ONNX")  # type: ignore[arg-type]  # the gate matches the parity
     manifest = Manifest(
@@ -148,7 +148,7 @@ def onnx_from_torch(loaded: LoadedModel, output: str | os.PathLike[str], *, conf
         task=loaded.task,
         size=size,
     )
-    final = publish_onnx(model, output, manifest)
+    final = publish_onnx(model, output, manifest, overwrite=overwrite)
     return ExportResult(output, final, seconds)
 
 

@@ -16,14 +16,16 @@ only its own work (convert, quantize, check) between the two::
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from resnet_deploy.errors import UsageError
+from resnet_deploy.errors import DeployError, UsageError
 from resnet_deploy.export.artifact import check_outputs, parent_manifest
 from resnet_deploy.manifest import package_versions
 from resnet_deploy.publish import sha256_file
@@ -92,13 +94,34 @@ def derived_stage(onnx_path: str | os.PathLike[str], output: str | os.PathLike[s
     if parent.task != "classify":
         raise UsageError(f"{onnx_path}: is a {parent.task} model; {what} conversion is for classifiers so far "
                          "(its gate measures logits)")
-    eval_source = evaluation_source(parent, eval_source, what=what)
+    eval_source = evaluation_source(parent, eval_source, what=what).for_model(parent)
     if labels:
         require_labels(eval_source, parent)
     parent_sha = sha256_file(onnx_path)
     reference, reference_label = reference_or_parent(parent, onnx_path)
     with reference, tempfile.TemporaryDirectory(prefix=".resnet-deploy-", dir=output.parent) as tmp:
-        yield Derived(onnx_path, output, parent, parent_sha, eval_source, reference, reference_label, Path(tmp))
+        try:
+            yield Derived(onnx_path, output, parent, parent_sha, eval_source, reference, reference_label, Path(tmp))
+        except (DeployError, OSError) as exc:
+            if (named := in_user_terms(exc, Path(tmp), parent=onnx_path, output=output)) is exc:
+                raise
+            raise named from exc
+
+
+def in_user_terms(exc: DeployError | OSError, work: Path, *, parent: Path, output: Path) -> DeployError | OSError:
+    """``exc`` naming the user's files instead of the private work copies: the parent's copy
+    (``parent.onnx``) is ``parent``, anything else in ``work`` is the ``output`` being made."""
+    def user(path: str) -> str:
+        return str(parent) if Path(path).name == "parent.onnx" else str(output)
+
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the disk of the output is full, whichever file hit it
+            return OSError(exc.errno, exc.strerror, str(output))
+        if exc.filename is None or not str(exc.filename).startswith(str(work)):
+            return exc
+        return OSError(exc.errno, exc.strerror, user(str(exc.filename)))
+    text = re.sub(re.escape(str(work)) + r"/[^\s:'\"),]*", lambda m: user(m.group(0)), str(exc))
+    return exc if text == str(exc) else type(exc)(text)
 
 
 def evaluation_source(manifest: Manifest, eval_source: DataSource | None, *, what: str) -> DataSource:

@@ -205,7 +205,7 @@ def data_inputs(local: Session, source, *, batch: int) -> Inputs:
         raise UsageError("the artifact has no manifest: its preprocessing is unknown")
     pp = manifest.preprocess
     batches, labels = [], []
-    for b in source.batches(pp, batch_size=batch):
+    for b in source.for_model(manifest).batches(pp, batch_size=batch):
         x = np.ascontiguousarray(b.as_input(local.input_dtype, pp))
         y = b.labels
         if len(x) < batch:

@@ -82,10 +82,11 @@ def outlier_onnx(demo18_onnx, artifacts) -> tuple[Path, str]:
     convs, and per-tensor INT8 activations rounds every other channel to zero: the classic outlier
     failure, confined to one layer's input. Returns the ONNX path and the name of that second conv.
     """
-    import shutil
-
     import onnx
     from onnx import numpy_helper
+
+    from resnet_deploy.manifest import manifest_path, read_manifest
+    from resnet_deploy.publish import sha256_file
 
     model = onnx.load(str(demo18_onnx))
     inits = {i.name: i for i in model.graph.initializer}
@@ -102,5 +103,6 @@ def outlier_onnx(demo18_onnx, artifacts) -> tuple[Path, str]:
     scale(second.input[1], (slice(None), 0), 1e-3)
     path = artifacts / "demo18-outlier.onnx"
     onnx.save_model(model, str(path))
-    shutil.copy(str(demo18_onnx) + ".json", str(path) + ".json")  # same model, same manifest
+    parent = read_manifest(demo18_onnx)  # same model, same manifest, but the hash of this file
+    manifest_path(path).write_text(parent.derive(source={**parent.source, "sha256": sha256_file(path)}).to_json())
     return path, second.name

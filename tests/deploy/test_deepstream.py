@@ -137,5 +137,5 @@ def test_existing_output_is_refused_without_overwrite(demo18_onnx, tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     result = CliRunner().invoke(cli, ["deepstream", str(demo18_onnx), "-o", str(out)])
-    assert result.exit_code == 2 and "already exists" in result.output
+    assert result.exit_code == 2 and "exists; pass" in result.output
     assert [p.name for p in out.iterdir()] == ["keep.txt"]

@@ -93,7 +93,7 @@ def test_existing_output_refused_before_any_work(onnx_model, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # refused before TensorRT is even looked for
     out = onnx_model.parent / "model.plan"
     out.write_bytes(b"old engine")
-    with pytest.raises(UsageError, match="already exists.*`overwrite=True`"):
+    with pytest.raises(UsageError, match="exists; pass `overwrite=True`"):
         engine_from_onnx(onnx_model, out)
     assert out.read_bytes() == b"old engine"
 
@@ -106,7 +106,7 @@ def test_missing_output_folder_refused(onnx_model):
 def test_onnx_modified_after_export_refused(onnx_model, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     onnx_model.write_bytes(_tiny_onnx(producer="tampered"))
-    with pytest.raises(UsageError, match="does not match the sha256 in its manifest"):
+    with pytest.raises(UsageError, match="does not match the sha256 recorded in its manifest"):
         engine_from_onnx(onnx_model, onnx_model.parent / "model.plan")
 
 
@@ -476,7 +476,7 @@ def test_real_build_and_inspect(demo18_onnx, tmp_path):
     assert m.build["compute_capability"] == cuda.device_properties().compute_capability
     info = export_trt.inspect_engine(out)
     assert info["detailed"] and info["layers"] and "fp32" in info["precisions"]
-    with pytest.raises(UsageError, match="already exists"):
+    with pytest.raises(UsageError, match="exists; pass"):
         engine_from_onnx(demo18_onnx, out, config=config)
 
 

@@ -131,6 +131,11 @@ def test_another_artifacts_sidecar_is_refused(demo18_onnx, demo18_uint8_onnx, tm
     model = tmp_path / "model.onnx"
     shutil.copy(demo18_onnx, model)
     shutil.copy(manifest_path(demo18_uint8_onnx), manifest_path(model))
+    with pytest.raises(UsageError, match="does not match the sha256 recorded in its manifest"):
+        open_session(model)
+    other = json.loads(manifest_path(demo18_uint8_onnx).read_text())
+    del other["source"]["sha256"]  # a manifest without the file's hash: its input spec still gives it away
+    manifest_path(model).write_text(json.dumps(other))
     with pytest.raises(UsageError, match=r"its manifest describes input 'input' uint8 \[-1, 32, 32, 3\] but the model "
                                          r"takes 'input' float32 \(N, 3, 32, 32\); is the manifest another artifact's\?"):
         open_session(model)
