@@ -67,6 +67,8 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     # Stage-specific facts (layers kept in higher precision, quantization target, ...).
     details: dict[str, Any] = field(default_factory=dict)
+    # The recorded PyTorch reference beside the artifact (recorded.py): file, sha256, data digest.
+    reference: dict[str, Any] | None = None
     format: str = FORMAT
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,44 +7,78 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from resnet_deploy.errors import UsageError
 from resnet_deploy.manifest import METADATA_KEY, Manifest, manifest_path, read_manifest
-from resnet_deploy.publish import atomic_path, check_destination, sha256_file, write_text
+from resnet_deploy.publish import atomic_path, atomic_paths, check_destination, sha256_file
+from resnet_deploy.recorded import RecordedReference, reference_path
 
 if TYPE_CHECKING:
     import onnx
 
+#: a recorded reference and its bytes, as ``recorded.read_recorded`` returns them
+Recorded = tuple[RecordedReference, bytes]
+
 
 def check_outputs(output: str | os.PathLike[str], *, overwrite: bool) -> Path:
-    """Check the artifact and its sidecar can be published, before any work."""
+    """Check the artifact, its sidecar and its recorded reference can be published, before any work."""
     output = check_destination(output, overwrite=overwrite)
     check_destination(manifest_path(output), overwrite=overwrite)
+    check_destination(reference_path(output), overwrite=overwrite)
     return output
 
 
 def save_onnx(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
     """One self-contained file (no external data), written atomically."""
+    with atomic_path(path) as tmp:
+        _save(model, tmp)
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
     import onnx
 
-    with atomic_path(path) as tmp:
-        onnx.save_model(model, str(tmp), save_as_external_data=False)
+    onnx.save_model(model, str(path), save_as_external_data=False)
 
 
-def publish_onnx(model: onnx.ModelProto, output: Path, manifest: Manifest) -> Manifest:
-    """Embed ``manifest`` in ``model``, write both atomically; return the manifest with the file's sha256.
+def with_reference(manifest: Manifest, output: Path, reference: Recorded | None) -> Manifest:
+    """``manifest`` naming ``reference`` as the recorded reference beside ``output`` (or none)."""
+    return manifest.derive(reference=None if reference is None else reference[0].entry(output, reference[1]))
+
+
+def publish_artifact(output: Path, write: Callable[[Path], None], manifest: Manifest, *,
+                     reference: Recorded | None = None) -> Manifest:
+    """Publish ``output`` (``write`` fills a temporary path), its recorded reference and its sidecar together.
+
+    All three are written first and moved into place only when all are written, the sidecar last
+    (``publish.atomic_paths``): a failure leaves the old files or none. Returns the manifest with
+    the artifact's sha256 and the recorded reference's entry.
+    """
+    manifest = with_reference(manifest, output, reference)
+    ref_file = reference_path(output)
+    with atomic_paths(*([ref_file] if reference else []), output, manifest_path(output)) as tmps:
+        if reference is not None:
+            tmps[0].write_bytes(reference[1])
+        write(tmps[-2])
+        final = manifest.derive(source={**manifest.source, "sha256": sha256_file(tmps[-2])})
+        tmps[-1].write_text(final.to_json(), encoding="utf-8")
+    if reference is None:
+        ref_file.unlink(missing_ok=True)  # one left by an earlier export to this name would describe another model
+    return final
+
+
+def publish_onnx(model: onnx.ModelProto, output: Path, manifest: Manifest, *,
+                 reference: Recorded | None = None) -> Manifest:
+    """Embed ``manifest`` in ``model`` and publish it with its recorded reference (``publish_artifact``).
 
     The embedded copy cannot hold the file's own hash; the sidecar adds ``source.sha256``.
     """
-    embedded = manifest.to_json()
+    embedded = with_reference(manifest, output, reference).to_json()
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, embedded
-    save_onnx(model, output)
-    final = manifest.derive(source={**manifest.source, "sha256": sha256_file(output)})
-    write_text(manifest_path(output), final.to_json())
-    return final
+    return publish_artifact(output, lambda tmp: _save(model, tmp), manifest, reference=reference)
 
 
 def parent_manifest(onnx_path: str | os.PathLike[str]) -> Manifest:

@@ -1,5 +1,8 @@
 """torch -> ONNX: dynamic batch, opset 18, one file, full check, onnxsim, parity vs PyTorch, manifest.
 
+With evaluation data, PyTorch's answers on it are published beside the artifact as its recorded
+reference (``recorded.py``), so devices without torch can measure parity against them.
+
 Every export is verified: dynamo-exporter regressions have shipped (wrong results, batch frozen
 at 1), so the published file is the one that ran in onnxruntime against PyTorch at two batch
 sizes, and on evaluation data through the FP32 gate when data is given.
@@ -23,6 +26,7 @@ from resnet_deploy.export.artifact import check_outputs, publish_onnx, save_onnx
 from resnet_deploy.manifest import BatchRange, InputSpec, Manifest, Preprocess, package_versions
 from resnet_deploy.data import normalize
 from resnet_deploy.parity import FP32_GATE, Gate, Parity, ParityAccumulator, measure_parity
+from resnet_deploy.recorded import ReferenceRecorder
 from resnet_deploy.reference import TorchSession
 from resnet_deploy.runtime.onnxruntime import OnnxRuntimeSession
 
@@ -106,12 +110,17 @@ def onnx_from_torch(loaded: LoadedModel, output: str | os.PathLike[str], *, conf
             save_onnx(model, path)
             parity = _synthetic_parity(path, ref, pp, config.max_batch)
             parity.check(synthetic_gate, what="the simplified graph (onnxsim changed the answers; retry with `simplify=False`)")
+        recorded = None
         if eval_source is not None:
             t0 = time.perf_counter()
+            recorder = ReferenceRecorder(data=eval_source.description, data_digest=eval_source.digest(),
+                                         num_classes=loaded.num_classes)
             with OnnxRuntimeSession(path, provider="cpu") as sess:
-                parity = measure_parity(ref, sess, eval_source, pp, batch_size=16)
+                parity = measure_parity(ref, sess, eval_source, pp, batch_size=16, record=recorder.update)
             seconds["parity_s"] = time.perf_counter() - t0
             parity.check(config.gate, what="the FP32 ONNX")
+            found = recorder.result()
+            recorded = (found, found.to_bytes())
     manifest = Manifest(
         arch=loaded.arch,
         num_classes=loaded.num_classes,
@@ -125,7 +134,7 @@ def onnx_from_torch(loaded: LoadedModel, output: str | os.PathLike[str], *, conf
         versions=package_versions(*VERSIONED),
         details={"opset": config.opset, "simplified": config.simplify},
     )
-    final = publish_onnx(model, output, manifest)
+    final = publish_onnx(model, output, manifest, reference=recorded)
     return ExportResult(output, final, seconds)
 
 
