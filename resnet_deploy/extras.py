@@ -16,7 +16,7 @@ from resnet_deploy.errors import UsageError
 
 EXPORT_INSTALL = "pip install 'resnet-deploy[export]'"
 #: the import names of the ``export`` extra that ``resnet-export`` needs (pyproject.toml lists the distributions)
-EXPORT_MODULES = ("torch", "onnx", "onnxscript", "onnxsim", "modelopt", "sklearn")
+EXPORT_MODULES = ("torch", "onnx", "onnxscript", "onnxsim", "modelopt", "sklearn", "matplotlib")
 
 
 class MissingExtraError(UsageError):

@@ -121,6 +121,10 @@ def _prepare(json_out: Path | None, plot_out: Path | None, data: str | None, cou
             check_destination(out, overwrite=True)  # a report is re-measured, not an artifact: replace it
     if plot_out is not None and plot_out.suffix.lower() != ".png":
         raise click.BadParameter(f"{plot_out}: the plot is a PNG (name it OUT.png)", param_hint="--plot")
+    if plot_out is not None:
+        from resnet_deploy.extras import require_export
+
+        require_export("matplotlib", needed_by="`plot`")  # before any work
     if count is not None and data is None:
         raise click.BadParameter("--count needs --data", param_hint="--count")
     config = BenchConfig(**config_kwargs)
