@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -120,11 +121,13 @@ class ReferenceRecorder:
                                  self.num_classes)
 
 
-def read_recorded(artifact: str | os.PathLike[str], manifest: Manifest) -> tuple[RecordedReference, bytes] | None:
+def read_recorded(artifact: str | os.PathLike[str], manifest: Manifest, *,
+                  missing_ok: bool = False) -> tuple[RecordedReference, bytes] | None:
     """The recorded reference ``manifest`` names beside ``artifact`` and its bytes, checked against its sha256.
 
-    None where the manifest records none. A missing file, a name that is not beside the artifact,
-    or bytes that do not hash to the manifest's sha256 (a changed file) raise UsageError.
+    None where the manifest records none. A missing file (unless ``missing_ok``: then a warning and
+    None, for a stage that derives a child without it), a name that is not beside the artifact, or
+    bytes that do not hash to the manifest's sha256 (a changed file) raise UsageError.
     """
     entry = manifest.reference
     if not entry:
@@ -134,6 +137,10 @@ def read_recorded(artifact: str | os.PathLike[str], manifest: Manifest) -> tuple
         raise UsageError(f"{artifact}: its manifest's recorded reference {name!r} is not a file beside it")
     path = Path(artifact).with_name(name)
     if not path.is_file():
+        if missing_ok:
+            warnings.warn(f"{path}: the recorded reference its manifest names is missing; the new artifact gets none",
+                          stacklevel=2)
+            return None
         raise UsageError(f"{path}: the recorded reference its manifest names is missing")
     blob = path.read_bytes()
     if sha256_bytes(blob) != entry.get("sha256"):

@@ -69,6 +69,8 @@ def test_a_changed_recorded_reference_is_refused_by_its_hash(demo18_onnx, tmp_pa
     ref.unlink()
     with pytest.raises(UsageError, match="the recorded reference its manifest names is missing"):
         read_recorded(copy, read_manifest(copy))
+    with pytest.warns(UserWarning, match="the new artifact gets none"):  # a stage deriving a child goes on
+        assert read_recorded(copy, read_manifest(copy), missing_ok=True) is None
 
 
 def test_large_sets_keep_topk_for_every_sample_and_logits_within_the_budget():

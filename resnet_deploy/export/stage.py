@@ -100,7 +100,7 @@ def derived_stage(onnx_path: str | os.PathLike[str], output: str | os.PathLike[s
     if labels:
         require_labels(eval_source, parent)
     parent_sha = sha256_file(onnx_path)
-    recorded = read_recorded(onnx_path, parent)
+    recorded = read_recorded(onnx_path, parent, missing_ok=True)
     reference, reference_label = reference_or_parent(parent, onnx_path)
     with reference, tempfile.TemporaryDirectory(prefix=".resnet-deploy-", dir=output.parent) as tmp:
         yield Derived(onnx_path, output, parent, parent_sha, eval_source, reference, reference_label, Path(tmp),

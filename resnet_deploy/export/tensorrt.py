@@ -171,7 +171,7 @@ def engine_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLik
     if any(d < 1 for d in sample):
         raise UsageError(f"{onnx_path}: only the batch dimension may be dynamic, input shape is {parent.input.shape}")
     onnx_sha = _check_onnx(onnx_path, parent)
-    recorded = read_recorded(onnx_path, parent)  # copied beside the engine: resnet-bench trt measures against it
+    recorded = read_recorded(onnx_path, parent, missing_ok=True)  # copied beside the engine: resnet-bench trt measures against it
 
     trt = import_tensorrt()
     device = cuda.device_properties()
