@@ -67,7 +67,7 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     # Stage-specific facts (layers kept in higher precision, quantization target, ...).
     details: dict[str, Any] = field(default_factory=dict)
-    # The recorded PyTorch reference beside the artifact (recorded.py): file, sha256, data digest.
+    # The recorded PyTorch reference beside the artifact (recorded.py): its sha256, the data's digest.
     reference: dict[str, Any] | None = None
     format: str = FORMAT
 

@@ -4,7 +4,8 @@ A device that runs an artifact has no PyTorch to compare it with, so the export 
 PyTorch answered on its evaluation data, in ``<artifact>.ref.npz``: per sample the classes ranked
 best first (top-k) and the label, and the full logits of the first samples within a fixed budget
 (large sets stay small). The file is tied to the data by the data's digest and to the artifact by
-the manifest, which holds its sha256 (``manifest.reference``). Derived artifacts (FP16, INT8,
+the manifest, which holds its sha256 (``manifest.reference``); like the sidecar, its name is the
+artifact's plus a suffix. Derived artifacts (FP16, INT8,
 engines) carry a copy under their own name. A file whose bytes do not hash to the manifest's
 sha256 is refused, never used. numpy only: ``resnet-bench`` reads it on devices without torch.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,12 +59,18 @@ class RecordedReference:
         return len(self.topk)
 
     def to_bytes(self) -> bytes:
-        buf = io.BytesIO()
+        """An ``.npz`` (``np.load`` reads it) whose bytes depend on the contents only: the same export
+        gives the same file, hash and ONNX bytes (np.savez would stamp the time into the zip)."""
         arrays = {"topk": self.topk, "logits": self.logits, "num_classes": np.int64(self.num_classes),
                   "data_digest": np.str_(self.data_digest), "data": np.str_(self.data)}
         if self.labels is not None:
             arrays["labels"] = self.labels
-        np.savez(buf, **arrays)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
+            for name, value in arrays.items():
+                array = io.BytesIO()
+                np.lib.format.write_array(array, np.asanyarray(value), allow_pickle=False)
+                z.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), array.getvalue())
         return buf.getvalue()
 
     @classmethod
@@ -82,9 +90,13 @@ class RecordedReference:
             raise UsageError(f"{origin}: malformed recorded reference")
         return cls(digest, description, topk, logits, labels, num_classes)
 
-    def entry(self, artifact: str | os.PathLike[str], blob: bytes) -> dict[str, Any]:
-        """The manifest's ``reference``: the file beside ``artifact``, its sha256 and what it holds."""
-        return {"file": reference_path(artifact).name, "sha256": sha256_bytes(blob), "reference": "pytorch",
+    def entry(self, blob: bytes) -> dict[str, Any]:
+        """The manifest's ``reference``: the sha256 of ``blob`` (this, as ``to_bytes`` wrote it) and what it holds.
+
+        The file is always ``reference_path(artifact)``, as the sidecar is ``manifest_path(artifact)``:
+        the entry names no file, so the artifact's bytes do not depend on its name.
+        """
+        return {"sha256": sha256_bytes(blob), "reference": "pytorch",
                 "data": self.data, "data_digest": self.data_digest, "count": self.count, "topk": self.topk.shape[1],
                 "logits": len(self.logits)}
 
@@ -123,19 +135,17 @@ class ReferenceRecorder:
 
 def read_recorded(artifact: str | os.PathLike[str], manifest: Manifest, *,
                   missing_ok: bool = False) -> tuple[RecordedReference, bytes] | None:
-    """The recorded reference ``manifest`` names beside ``artifact`` and its bytes, checked against its sha256.
+    """The recorded reference beside ``artifact`` (``reference_path``) and its bytes, checked against the sha256
+    ``manifest`` records.
 
     None where the manifest records none. A missing file (unless ``missing_ok``: then a warning and
-    None, for a stage that derives a child without it), a name that is not beside the artifact, or
-    bytes that do not hash to the manifest's sha256 (a changed file) raise UsageError.
+    None, for a stage that derives a child without it) or bytes that do not hash to the manifest's
+    sha256 (a changed file) raise UsageError.
     """
     entry = manifest.reference
     if not entry:
         return None
-    name = str(entry.get("file", ""))
-    if not name or Path(name).name != name:
-        raise UsageError(f"{artifact}: its manifest's recorded reference {name!r} is not a file beside it")
-    path = Path(artifact).with_name(name)
+    path = reference_path(artifact)
     if not path.is_file():
         if missing_ok:
             warnings.warn(f"{path}: the recorded reference its manifest names is missing; the new artifact gets none",

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from resnet_deploy.archs import ARCH_NAMES
 from resnet_deploy.errors import UsageError
 from resnet_deploy.manifest import Manifest, Preprocess
-from resnet_deploy.recorded import RecordedReference, read_recorded
+from resnet_deploy.recorded import RecordedReference, read_recorded, reference_path
 from resnet_deploy.runtime.backends import ENGINE_SUFFIXES
 from resnet_deploy.weights import Weights
 
@@ -246,7 +246,7 @@ def choose_reference(text: str | None, *, candidate: Opened, options: OpenOption
         if mode == "auto" and source is not None and source.digest() != recorded.data_digest:
             return ReferenceChoice(None, "none", f"torch is not installed and the recorded reference is for other "
                                                  f"data ({recorded.data})")
-        label = f"pytorch, recorded ({manifest.reference['file']}, {recorded.count} samples)"
+        label = f"pytorch, recorded ({reference_path(candidate.spec.path).name}, {recorded.count} samples)"
         return ReferenceChoice(RecordedRef(label, recorded), "recorded")
     opened = _open_reference_spec(text, candidate=candidate, options=options, arch=arch)
     return ReferenceChoice(opened, opened.spec.kind)

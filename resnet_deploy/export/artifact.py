@@ -42,9 +42,9 @@ def _save(model: onnx.ModelProto, path: Path) -> None:
     onnx.save_model(model, str(path), save_as_external_data=False)
 
 
-def with_reference(manifest: Manifest, output: Path, reference: Recorded | None) -> Manifest:
-    """``manifest`` naming ``reference`` as the recorded reference beside ``output`` (or none)."""
-    return manifest.derive(reference=None if reference is None else reference[0].entry(output, reference[1]))
+def with_reference(manifest: Manifest, reference: Recorded | None) -> Manifest:
+    """``manifest`` recording ``reference`` (its hash and what it holds) as the artifact's, or none."""
+    return manifest.derive(reference=None if reference is None else reference[0].entry(reference[1]))
 
 
 def publish_artifact(output: Path, write: Callable[[Path], None], manifest: Manifest, *,
@@ -55,7 +55,7 @@ def publish_artifact(output: Path, write: Callable[[Path], None], manifest: Mani
     (``publish.atomic_paths``): a failure leaves the old files or none. Returns the manifest with
     the artifact's sha256 and the recorded reference's entry.
     """
-    manifest = with_reference(manifest, output, reference)
+    manifest = with_reference(manifest, reference)
     ref_file = reference_path(output)
     with atomic_paths(*([ref_file] if reference else []), output, manifest_path(output)) as tmps:
         if reference is not None:
@@ -74,7 +74,7 @@ def publish_onnx(model: onnx.ModelProto, output: Path, manifest: Manifest, *,
 
     The embedded copy cannot hold the file's own hash; the sidecar adds ``source.sha256``.
     """
-    embedded = with_reference(manifest, output, reference).to_json()
+    embedded = with_reference(manifest, reference).to_json()
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, embedded
