@@ -419,7 +419,9 @@ def digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
 
     ``split`` is "train" (the demo model's training set and the calibration set) or "eval" (held out).
     """
-    from sklearn.datasets import load_digits
+    from resnet_deploy.extras import require_export
+
+    load_digits = require_export("sklearn.datasets", needed_by="the built-in digits data").load_digits
     from sklearn.model_selection import train_test_split
 
     if split not in ("train", "eval"):

@@ -93,6 +93,8 @@ class Manifest:
     task: str = "classify"
     # Dynamic height and width bounds (segment, backbone); None: the fixed size of ``input.shape``.
     size: SizeRange | None = None
+    # The recorded PyTorch reference beside the artifact (recorded.py): its sha256, the data's digest.
+    reference: dict[str, Any] | None = None
     format: str = FORMAT
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,15 +9,18 @@ output makes the comparison fail, never pass (docs/reliability.md, promise 4).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from resnet_deploy.errors import GateError
+from resnet_deploy.errors import GateError, UsageError
+from resnet_deploy.recorded import ranking
 
 if TYPE_CHECKING:
     from resnet_deploy.data import DataSource
     from resnet_deploy.manifest import Preprocess
+    from resnet_deploy.recorded import RecordedReference
     from resnet_deploy.runtime.session import Session
 
 
@@ -79,12 +82,22 @@ class Parity:
 
 def topk_hits(logits: np.ndarray, labels: np.ndarray) -> tuple[int, int]:
     """How many rows of ``logits`` rank their label first, and within the top five."""
-    top = np.argsort(-logits, axis=1, kind="stable")[:, : min(5, logits.shape[1])]
+    return ranked_hits(ranking(logits), labels)
+
+
+def ranked_hits(top: np.ndarray, labels: np.ndarray) -> tuple[int, int]:
+    """How many rows of ``top`` (classes best first) have their label first, and within the first five."""
+    top = top[:, :5]
     return int((top[:, 0] == labels).sum()), int((top == labels[:, None]).any(axis=1).sum())
 
 
 class ParityAccumulator:
-    """Streams (reference, candidate, labels) batches into a ``Parity``; O(1) memory in the set size."""
+    """Streams (reference, candidate, labels) batches into a ``Parity``; O(1) memory in the set size.
+
+    ``update`` takes the reference's logits; ``update_ranked`` what a recorded reference keeps: its
+    classes ranked (every sample) and the full logits of the first rows only. Agreement and top-k
+    cover every sample, the logit figures the rows with logits.
+    """
 
     def __init__(self, data: str) -> None:
         self.data = data
@@ -94,15 +107,23 @@ class ParityAccumulator:
         self.cos_min = 1.0
 
     def update(self, ref: np.ndarray, out: np.ndarray, labels: np.ndarray | None = None) -> None:
-        ref = ref.astype(np.float64)
+        self.update_ranked(ranking(ref), out, labels, ref_logits=ref)
+
+    def update_ranked(self, ref_top: np.ndarray, out: np.ndarray, labels: np.ndarray | None = None, *,
+                      ref_logits: np.ndarray | None = None) -> None:
+        """``ref_top``: (n, k) the reference's classes best first; ``ref_logits``: the full logits of the first rows."""
         out = out.astype(np.float64)
-        bad = ~(np.isfinite(ref).all(axis=1) & np.isfinite(out).all(axis=1))
+        m = 0 if ref_logits is None else len(ref_logits)
+        ref = None if ref_logits is None else ref_logits.astype(np.float64)
+        bad = ~np.isfinite(out).all(axis=1)
+        if ref is not None:
+            bad[:m] |= ~np.isfinite(ref).all(axis=1)
         self.nonfinite += int(bad.sum())
-        self.n += len(ref)
-        ref_top, out_top = ref.argmax(axis=1), out.argmax(axis=1)
-        self.agree += int(((ref_top == out_top) & ~bad).sum())
-        if (~bad).any():
-            r, o = ref[~bad], out[~bad]
+        self.n += len(out)
+        self.agree += int(((ref_top[:, 0] == out.argmax(axis=1)) & ~bad).sum())
+        good = ~bad[:m]
+        if ref is not None and good.any():
+            r, o = ref[good], out[:m][good]
             self.max_abs = max(self.max_abs, float(np.abs(r - o).max()))
             self.max_ref = max(self.max_ref, float(np.abs(r).max()))
             denom = np.linalg.norm(r, axis=1) * np.linalg.norm(o, axis=1)
@@ -110,8 +131,8 @@ class ParityAccumulator:
             self.cos_min = min(self.cos_min, float(cos.min()))
         if labels is not None and (labels >= 0).all():
             self.labelled += len(labels)
-            for suffix, logits in (("_ref", ref), ("", out)):
-                hit1, hit5 = topk_hits(logits, labels)
+            for suffix, top in (("_ref", ref_top), ("", ranking(out))):
+                hit1, hit5 = ranked_hits(top, labels)
                 self.hits["top1" + suffix] += hit1
                 self.hits["top5" + suffix] += hit5
 
@@ -127,13 +148,19 @@ class ParityAccumulator:
 
 
 def measure_parity(reference: Session, candidate: Session, source: DataSource, pp: Preprocess, *,
-                   batch_size: int = 32) -> Parity:
-    """Run both sessions over ``source`` (each fed in its own input format) and compare their logits."""
+                   batch_size: int = 32,
+                   record: Callable[[np.ndarray, np.ndarray | None], None] | None = None) -> Parity:
+    """Run both sessions over ``source`` (each fed in its own input format) and compare their logits.
+
+    ``record(reference_logits, labels)`` sees every batch (the export keeps them: ``recorded.py``).
+    """
     acc = ParityAccumulator(source.description)
     for batch in source.batches(pp, batch_size=batch_size):
         ref = reference.run(batch.as_input(reference.input_dtype, pp))
         out = candidate.run(batch.as_input(candidate.input_dtype, pp))
         acc.update(ref, out, batch.labels)
+        if record is not None:
+            record(ref, batch.labels)
     acc.data = source.description  # after the pass: images that did not decode are not counted
     if acc.n == 0:
         raise GateError(f"{source.description}: no decodable samples to measure parity on")
@@ -245,4 +272,27 @@ def measure_dense_parity(reference: Session, candidate: Session, source: DataSou
         acc.update(reference.run_outputs(feeds[reference]), candidate.run_outputs(feeds[candidate]))
     if acc.n == 0:
         raise GateError(f"{source.description}: no decodable samples to measure parity on")
+    return acc.result()
+
+
+def measure_recorded_parity(recorded: RecordedReference, candidate: Session, source: DataSource, pp: Preprocess, *,
+                            batch_size: int = 32) -> Parity:
+    """Compare ``candidate`` on ``source`` with the reference recorded on that same data (its digest)."""
+    if source.digest() != recorded.data_digest:
+        raise UsageError(f"{source.description}: not the data the recorded reference was recorded on "
+                         f"({recorded.data}); pass that data, or another `reference`")
+    acc = ParityAccumulator(source.description)
+    for batch in source.batches(pp, batch_size=batch_size):
+        start, stop = acc.n, acc.n + len(batch)
+        if stop > recorded.count:
+            break
+        out = candidate.run(batch.as_input(candidate.input_dtype, pp))
+        if out.shape[1] != recorded.num_classes:
+            raise UsageError(f"the candidate outputs {out.shape[1]} classes but the recorded reference "
+                             f"{recorded.num_classes}: not the same model")
+        logits = recorded.logits[start:stop] if start < len(recorded.logits) else None
+        acc.update_ranked(recorded.topk[start:stop], out, batch.labels, ref_logits=logits)
+    if acc.n != recorded.count:
+        raise UsageError(f"{source.description}: {acc.n} decodable samples here, {recorded.count} when the "
+                         "reference was recorded")
     return acc.result()

@@ -167,33 +167,54 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True, record:
     Without ``overwrite`` an existing ``path`` (also one that appeared while the work ran) is
     refused and left as it was. ``record``: list it in ``published()`` (not for caches).
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=path.suffix, dir=path.parent or ".")
-    os.close(fd)
-    tmp_path = Path(tmp)
+    with atomic_paths(path, overwrite=overwrite, record=record) as tmps:
+        yield tmps[0]
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths: str | os.PathLike[str], overwrite: bool = True, record: bool = True) -> Iterator[list[Path]]:
+    """``atomic_path`` for files published together: one temporary path each, all written first.
+
+    Only when the body succeeded are they fsynced and moved into place, in the order given; on any
+    failure before that none of them is replaced. Without ``overwrite`` the first path claims the
+    set: it is linked into place (refused if the name exists, also when it appeared meanwhile) and
+    only the run that claimed it replaces the others. Put the file that commits the set (a
+    manifest) last.
+    """
+    dests = [Path(p) for p in paths]
+    tmps: list[Path] = []
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp_path, 0o644)
-        refuse_special(path)  # again: it may have become one while the work ran
-        with _critical():
-            if overwrite:
-                os.replace(tmp_path, path)
-            else:
-                try:
-                    os.link(tmp_path, path)  # fails if the name exists: one of two racing runs wins
-                except FileExistsError:
-                    raise exists_error(path) from None
-            if record:
-                _PUBLISHED.append(path)
+        for path in dests:
+            fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=path.suffix, dir=path.parent or ".")
+            os.close(fd)
+            tmps.append(Path(tmp))
+        yield tmps
+        for tmp in tmps:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+        for path in dests:
+            refuse_special(path)  # again: it may have become one while the work ran
+        for i, (tmp, path) in enumerate(zip(tmps, dests)):
+            with _critical():
+                if overwrite or i > 0:
+                    os.replace(tmp, path)
+                else:
+                    try:
+                        os.link(tmp, path)  # fails if the name exists: one of two racing runs wins
+                    except FileExistsError:
+                        raise exists_error(path) from None
+                if record:
+                    _PUBLISHED.append(path)
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and exc.filename != str(path):
-            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from exc  # name the destination
+        names = {str(p) for p in dests}
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and exc.filename not in names:
+            raise OSError(exc.errno, os.strerror(exc.errno), str(dests[0])) from exc  # name the destination
         raise
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
+        for tmp in tmps:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = True) -> Path:

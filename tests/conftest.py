@@ -58,6 +58,20 @@ def digits_png(artifacts) -> Path:
 
 
 @pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory, demo18, digits_png):
+    """``resnet-export pipeline`` on the built-in default, evaluated on the held-out digits as PNG files
+    (so its artifacts' recorded references are for that folder): the output folder and click's result."""
+    from click.testing import CliRunner
+
+    from resnet_deploy.cli.export import cli
+
+    out = tmp_path_factory.mktemp("pipeline") / "out"
+    r = CliRunner().invoke(cli, ["pipeline", "-o", str(out), "--eval-data", str(digits_png), "--duration", "0.2",
+                                 "--calib-count", "128", "--triton"])
+    return out, r
+
+
+@pytest.fixture(scope="session")
 def demo18_uint8_onnx(demo18, artifacts) -> Path:
     """The demo ResNet-18 exported with raw uint8 NHWC RGB input (normalised in the graph), gated on digits:eval."""
     from resnet_deploy.data import open_source

@@ -13,13 +13,6 @@ from resnet_deploy.cli.export import cli
 from resnet_deploy.pipeline import artifact_names
 
 
-@pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory, demo18):
-    out = tmp_path_factory.mktemp("pipeline") / "out"
-    r = CliRunner().invoke(cli, ["pipeline", "-o", str(out), "--duration", "0.2", "--calib-count", "128", "--triton"])
-    return out, r
-
-
 def test_pipeline_publishes_every_artifact_and_reports_it(pipeline_run):
     out, r = pipeline_run
     assert r.exit_code == 0, r.output
@@ -40,6 +33,24 @@ def test_pipeline_publishes_every_artifact_and_reports_it(pipeline_run):
     assert (out / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for name in ("resnet18.onnx", "resnet18.int8-cpu.onnx", "img/s"):
         assert name in r.output  # the summary table on stdout
+
+
+def test_every_artifact_carries_the_recorded_reference_of_the_evaluation_data(pipeline_run, digits_png):
+    from resnet_deploy.data import open_source
+    from resnet_deploy.manifest import read_manifest
+    from resnet_deploy.recorded import read_recorded
+
+    out, r = pipeline_run
+    assert r.exit_code == 0, r.output
+    names = artifact_names("resnet18")
+    entries = []
+    for key in ("onnx", "fp16", "int8", "int8-cpu"):
+        manifest = read_manifest(out / names[key])
+        recorded, _ = read_recorded(out / names[key], manifest)  # the file beside it, its sha256 checked
+        assert (out / f"{names[key]}.ref.npz").is_file() and recorded.count == 540
+        entries.append(manifest.reference)
+    assert all(e == entries[0] for e in entries)  # one recording, copied to every derived artifact
+    assert entries[0]["data_digest"] == open_source(digits_png).digest()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")

@@ -17,7 +17,8 @@ from resnet_deploy.benchmarks.environment import environment
 from resnet_deploy.benchmarks.harness import BenchConfig, Run, data_input, random_input, time_session
 from resnet_deploy.benchmarks.report import Report
 from resnet_deploy.errors import GateError, UsageError
-from resnet_deploy.parity import Gate, measure_parity, topk_hits
+from resnet_deploy.benchmarks.specs import RecordedRef
+from resnet_deploy.parity import Gate, measure_parity, measure_recorded_parity, topk_hits
 
 if TYPE_CHECKING:
     from resnet_deploy.benchmarks.specs import Opened
@@ -84,19 +85,29 @@ def check_same_classes(opened: Opened, reference: Opened, source: DataSource) ->
                          "not the same model (pass a `reference`, or `num_classes` for a checkpoint)")
 
 
-def measure(opened: Opened, *, source: DataSource, reference: Opened | None,
+def measure(opened: Opened, *, source: DataSource, reference: Opened | RecordedRef | None,
             gate: Gate = Gate()) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(accuracy, parity) of ``opened`` on ``source``; GateError when ``gate`` is missed."""
+    """(accuracy, parity) of ``opened`` on ``source``; GateError when ``gate`` is missed.
+
+    The parity says which reference it was measured against: ``reference`` (its label) and
+    ``reference_kind`` ("torch", "recorded", "onnx", "trt").
+    """
     session, pp = opened.session, opened.preprocess
     source.for_model(opened.manifest or (reference.manifest if reference is not None else None))
     if reference is None:
         return measure_accuracy(session, source, pp, batch_size=parity_batch(session)), None
-    size = min(parity_batch(session), parity_batch(reference.session))
-    check_same_classes(opened, reference, source)
-    par = measure_parity(reference.session, session, source, pp, batch_size=size)
+    if isinstance(reference, RecordedRef):
+        kind = "recorded"
+        par = measure_recorded_parity(reference.recorded, session, source, pp, batch_size=parity_batch(session))
+    else:
+        kind = reference.spec.kind
+        size = min(parity_batch(session), parity_batch(reference.session))
+        check_same_classes(opened, reference, source)
+        par = measure_parity(reference.session, session, source, pp, batch_size=size)
     par.check(gate, what=opened.label)
     accuracy = {"data": par.data, "count": par.count, "top1": par.top1, "top5": par.top5}
-    parity = {"reference": reference.label, **{k: v for k, v in par.to_dict().items() if k != "data"}}
+    parity = {"reference": reference.label, "reference_kind": kind,
+              **{k: v for k, v in par.to_dict().items() if k != "data"}}
     return accuracy, parity
 
 
@@ -121,9 +132,13 @@ def timing_info(opened: Opened, config: BenchConfig, source: DataSource | None, 
 
 
 def benchmark(opened: Opened, *, config: BenchConfig = BenchConfig(), source: DataSource | None = None,
-              reference: Opened | None = None, gate: Gate = Gate(), threads: int | None = None,
-              cuda_graph: bool = False, progress: ProgressFactory = _no_progress) -> Report:
-    """Accuracy and parity on ``source`` (gated), then timing at each batch size: one report."""
+              reference: Opened | RecordedRef | None = None, gate: Gate = Gate(), threads: int | None = None,
+              cuda_graph: bool = False, progress: ProgressFactory = _no_progress,
+              no_parity: str | None = None) -> Report:
+    """Accuracy and parity on ``source`` (gated), then timing at each batch size: one report.
+
+    ``no_parity``: why there is no ``reference`` (the report says parity was not checked, and why).
+    """
     check_batches(opened, config.batches)
     check_gate(gate, source=source, has_reference=reference is not None)
     accuracy = parity = None
@@ -132,10 +147,11 @@ def benchmark(opened: Opened, *, config: BenchConfig = BenchConfig(), source: Da
     runs = time_batches(opened, config=config, source=source, progress=progress)
     return Report(backend=opened.session.backend, device=opened.device, model=opened.label, precision=opened.precision,
                   runs=runs, environment=environment(threads=threads), accuracy=accuracy, parity=parity,
-                  timing=timing_info(opened, config, source, cuda_graph=cuda_graph), int8_target=int8_target(opened))
+                  timing=timing_info(opened, config, source, cuda_graph=cuda_graph), int8_target=int8_target(opened),
+                  parity_not_checked=no_parity if source is not None and parity is None else None)
 
 
-def compare(models: list[Opened], *, references: list[Opened | None], config: BenchConfig = BenchConfig(),
+def compare(models: list[Opened], *, references: list[Opened | RecordedRef | None], config: BenchConfig = BenchConfig(),
             source: DataSource | None = None, gate: Gate = Gate(), threads: int | None = None,
             cuda_graph: bool = False, progress: ProgressFactory = _no_progress) -> list[Report]:
     """Benchmark ``models`` on the same data and batch sizes. Every gate is checked before any timing;

@@ -1,6 +1,7 @@
 """The benchmark report (docs/measurements.md, "The benchmark report"): its JSON, a check of its schema, and its tables.
 
-Extra keys beyond the documented ones (``wall_s``, latency ``min``/``max``, ``timing``, parity ``count``,
+Extra keys beyond the documented ones (``wall_s``, latency ``min``/``max``, ``timing``, parity ``count`` and
+``reference_kind``, ``parity_not_checked``,
 environment ``load_avg`` ...) are additions, never renames: a reader of the documented schema
 finds every documented key with its documented type.
 """
@@ -40,11 +41,15 @@ class Report:
     parity: dict[str, Any] | None = None
     timing: dict[str, Any] = field(default_factory=dict)  # warmup, duration, inputs, CUDA graph
     int8_target: str | None = None  # an INT8 artifact's quantizer target ("cpu" | "tensorrt"), from its manifest
+    parity_not_checked: str | None = None  # with data but no reference: why parity was not checked
 
     def to_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "device": self.device, "model": self.model, "precision": self.precision,
-                "runs": [r.to_dict() for r in self.runs], "accuracy": self.accuracy, "parity": self.parity,
-                "environment": self.environment, "timing": self.timing}
+        out = {"backend": self.backend, "device": self.device, "model": self.model, "precision": self.precision,
+               "runs": [r.to_dict() for r in self.runs], "accuracy": self.accuracy, "parity": self.parity,
+               "environment": self.environment, "timing": self.timing}
+        if self.parity_not_checked is not None:
+            out["parity_not_checked"] = self.parity_not_checked
+        return out
 
     def run_at(self, batch: int) -> Run | None:
         return next((r for r in self.runs if r.batch == batch), None)

@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING
 from resnet_deploy.archs import ARCH_NAMES
 from resnet_deploy.errors import UsageError
 from resnet_deploy.manifest import Manifest, Preprocess
+from resnet_deploy.recorded import RecordedReference, read_recorded, reference_path
 from resnet_deploy.runtime.backends import ENGINE_SUFFIXES
 from resnet_deploy.weights import Weights
 
 if TYPE_CHECKING:
+    from resnet_deploy.data import DataSource
     from resnet_deploy.runtime.session import Session
 
 _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
@@ -146,8 +148,10 @@ def _opened(spec: ModelSpec, session: Session, device: str) -> Opened:
 
 
 def check_torch_device(device: str) -> None:
-    """Fail in one line, before any model loads, when ``--device cuda`` has no CUDA device."""
-    import torch
+    """Fail in one line, before any model loads, when torch is missing or ``--device cuda`` has no CUDA device."""
+    from resnet_deploy.extras import require_export
+
+    torch = require_export("torch", needed_by="a PyTorch model")
 
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise UsageError(f"`device` must be cpu or cuda, got {device!r}")
@@ -173,35 +177,103 @@ def open_torch(spec: ModelSpec, loaded, *, options: OpenOptions) -> Opened:
     return Opened(spec, session, pp, options.precision, device)
 
 
+#: ``--reference`` words; anything else is a spec or a checkpoint
+REFERENCE_MODES = ("auto", "recorded", "torch", "none")
+
+
+@dataclass(frozen=True)
+class RecordedRef:
+    """The reference recorded beside the artifact (``recorded.py``), as what parity compares with."""
+
+    label: str
+    recorded: RecordedReference
+
+
+@dataclass(frozen=True)
+class ReferenceChoice:
+    """What parity compares with, and what kind it is; ``why`` says why there is none."""
+
+    reference: Opened | RecordedRef | None
+    kind: str  # "torch" | "recorded" | "onnx" | "trt" | "none"
+    why: str | None = None
+
+
 def open_reference(text: str | None, *, candidate: Opened, options: OpenOptions, arch: str | None = None,
-                   weights: Weights | str | None = None) -> Opened | None:
-    """The model ``candidate`` is compared with, or None when there is none to compare with.
+                   weights: Weights | str | None = None, source: DataSource | None = None) -> Opened | RecordedRef | None:
+    """The reference ``candidate`` is compared with, or None (``choose_reference``)."""
+    return choose_reference(text, candidate=candidate, options=options, arch=arch, weights=weights,
+                            source=source).reference
 
-    ``text`` is a spec, a checkpoint, or "none". Without it: ``arch``/``weights`` when given, else
-    the PyTorch model rebuilt from the candidate's manifest; a PyTorch candidate is its own reference.
-    The reference runs in FP32 on the CPU unless ``options.device`` says otherwise.
+
+def choose_reference(text: str | None, *, candidate: Opened, options: OpenOptions, arch: str | None = None,
+                     weights: Weights | str | None = None, source: DataSource | None = None) -> ReferenceChoice:
+    """The model ``candidate`` is compared with (``text``: a mode of ``REFERENCE_MODES``, a spec or a checkpoint).
+
+    ``auto`` (also None): ``arch``/``weights`` when given; else the PyTorch model rebuilt from the
+    candidate's manifest where torch is installed; else the reference recorded beside the
+    artifact, where it was recorded on ``source``; else none. ``torch`` and ``recorded`` insist
+    on theirs (UsageError without it); a recorded reference whose bytes changed is refused in
+    every mode. A PyTorch candidate is its own reference. The reference runs in FP32 on the CPU
+    unless ``options.device`` says otherwise.
     """
-    # The reference's head defaults to the candidate's class count (a checkpoint's own head wins below).
-    classes = options.num_classes or (candidate.manifest.num_classes if candidate.manifest else None)
-    ref_options = OpenOptions(threads=options.threads, device=options.device, image_size=candidate.preprocess.crop,
-                              num_classes=classes)
-    if text is not None and text.lower() == "none":
-        return None
-    if text is None:
-        if arch is not None:
-            given = Weights.parse(weights)
-            return open_model(ModelSpec("torch", f"torch:{arch}:{given}", arch=arch, weights=given), options=ref_options)
-        manifest = candidate.manifest
-        if manifest is None or candidate.spec.kind == "torch":
-            return None
-        from resnet_deploy.reference import reference_from_manifest
+    from resnet_deploy.extras import importable
 
-        check_torch_device(options.device)
-        session = reference_from_manifest(manifest, candidate.spec.path, device=options.device, threads=options.threads)
-        recorded = Weights.of(manifest)
-        label = f"torch:{manifest.arch}:{recorded} (from the manifest)"
-        return Opened(ModelSpec("torch", label, arch=manifest.arch, weights=recorded), session, candidate.preprocess,
-                      "fp32", options.device)
+    mode = (text or "auto").lower()
+    if mode == "none":
+        return ReferenceChoice(None, "none", "`reference` none")
+    if mode in ("auto", "torch") and arch is not None:
+        given = Weights.parse(weights)
+        ref_options = _reference_options(candidate, options)
+        return ReferenceChoice(open_model(ModelSpec("torch", f"torch:{arch}:{given}", arch=arch, weights=given),
+                                          options=ref_options), "torch")
+    if mode in REFERENCE_MODES:
+        manifest = candidate.manifest
+        if candidate.spec.kind == "torch":
+            return ReferenceChoice(None, "none", "a PyTorch model is its own reference")
+        if manifest is None:
+            if mode != "auto":
+                raise UsageError(f"{candidate.label}: has no resnet-deploy manifest to find its `reference` {mode} by")
+            return ReferenceChoice(None, "none", f"{candidate.label} has no resnet-deploy manifest")
+        if mode == "torch" or (mode == "auto" and importable("torch")):
+            return ReferenceChoice(_torch_from_manifest(candidate, manifest, options), "torch")
+        found = read_recorded(candidate.spec.path, manifest)
+        if found is None:
+            why = f"{candidate.label} records no reference (it was exported without evaluation data)"
+            if mode == "recorded":
+                raise UsageError(f"{why}; pass another `reference`")
+            return ReferenceChoice(None, "none", f"torch is not installed and {why}")
+        recorded = found[0]
+        if mode == "auto" and source is not None and source.digest() != recorded.data_digest:
+            return ReferenceChoice(None, "none", f"torch is not installed and the recorded reference is for other "
+                                                 f"data ({recorded.data})")
+        label = f"pytorch, recorded ({reference_path(candidate.spec.path).name}, {recorded.count} samples)"
+        return ReferenceChoice(RecordedRef(label, recorded), "recorded")
+    opened = _open_reference_spec(text, candidate=candidate, options=options, arch=arch)
+    return ReferenceChoice(opened, opened.spec.kind)
+
+
+def _reference_options(candidate: Opened, options: OpenOptions) -> OpenOptions:
+    # The reference's head defaults to the candidate's class count (a checkpoint's own head wins).
+    classes = options.num_classes or (candidate.manifest.num_classes if candidate.manifest else None)
+    return OpenOptions(threads=options.threads, device=options.device, image_size=candidate.preprocess.crop,
+                       num_classes=classes)
+
+
+def _torch_from_manifest(candidate: Opened, manifest: Manifest, options: OpenOptions) -> Opened:
+    """The PyTorch model rebuilt from the candidate's manifest."""
+    from resnet_deploy.reference import reference_from_manifest
+
+    check_torch_device(options.device)
+    session = reference_from_manifest(manifest, candidate.spec.path, device=options.device, threads=options.threads)
+    recorded = Weights.of(manifest)
+    label = f"torch:{manifest.arch}:{recorded} (from the manifest)"
+    return Opened(ModelSpec("torch", label, arch=manifest.arch, weights=recorded), session, candidate.preprocess,
+                  "fp32", options.device)
+
+
+def _open_reference_spec(text: str, *, candidate: Opened, options: OpenOptions, arch: str | None) -> Opened:
+    """A reference named by a spec (``torch:...``, ``.onnx``, ``.plan``) or a checkpoint file."""
+    ref_options = _reference_options(candidate, options)
     spec = parse_spec(text)
     if spec.kind != "checkpoint":
         return open_model(spec, options=ref_options)

@@ -57,8 +57,10 @@ def timing_options(f: Callable) -> Callable:
         click.option("--count", type=click.IntRange(min=1), default=None, metavar="N",
                      help="Use a seeded subset of N samples of --data."),
         click.option("--reference", default=None, metavar="REF",
-                     help="What parity compares with: a .pth/.safetensors (with --arch), .onnx, .plan, "
-                          "torch:ARCH[:WEIGHTS], or 'none'. Default: the PyTorch model rebuilt from the manifest."),
+                     help="What parity compares with: auto, torch (the PyTorch model rebuilt from the manifest), "
+                          "recorded (PyTorch's answers recorded beside the artifact at export), a .onnx or .plan, "
+                          "torch:ARCH[:WEIGHTS], a .pth/.safetensors (with --arch), or none. Default auto: torch "
+                          "where it is installed, else recorded, else none (speed only)."),
         click.option("--max-drop", type=click.FloatRange(min=0), default=None, metavar="POINTS",
                      help="Gate: exit 1 if top-1 drops more than this many points below the reference."),
         click.option("--min-agreement", type=click.FloatRange(0, 100), default=None, metavar="PERCENT",
@@ -128,6 +130,10 @@ def _prepare(json_out: Path | None, plot_out: Path | None, data: str | None, cou
             check_destination(out, overwrite=True)  # a report is re-measured, not an artifact: replace it
     if plot_out is not None and plot_out.suffix.lower() != ".png":
         raise click.BadParameter(f"{plot_out}: the plot is a PNG (name it OUT.png)", param_hint="--plot")
+    if plot_out is not None:
+        from resnet_deploy.extras import require_export
+
+        require_export("matplotlib", needed_by="`plot`")  # before any work
     if count is not None and data is None:
         raise click.BadParameter("--count needs --data", param_hint="--count")
     config = BenchConfig(**config_kwargs)
@@ -152,14 +158,15 @@ def _single(opened, *, reference_text, ref_arch, ref_weights, options, config, s
     """Benchmark one opened model; print, write JSON and plot."""
     from resnet_deploy.benchmarks.benchmark import benchmark
     from resnet_deploy.benchmarks.report import runs_rows, write_json
-    from resnet_deploy.benchmarks.specs import open_reference
+    from resnet_deploy.benchmarks.specs import choose_reference
 
-    reference = None
+    reference = why = None
     if source is not None or reference_text is not None:
-        reference = open_reference(reference_text, candidate=opened, options=options, arch=ref_arch,
-                                   weights=ref_weights)
+        choice = choose_reference(reference_text, candidate=opened, options=options, arch=ref_arch,
+                                  weights=ref_weights, source=source)
+        reference, why = choice.reference, choice.why
     report = benchmark(opened, config=config, source=source, reference=reference, gate=_gate(*gate),
-                       threads=threads, cuda_graph=cuda_graph, progress=_bar)
+                       threads=threads, cuda_graph=cuda_graph, progress=_bar, no_parity=why)
     env = report.environment
     click.echo(f"{report.model}: {opened.session.description}, {report.precision}, on {report.device}"
                f" ({env.get('cpu') or '?'}, {threads} threads, load {', '.join(map(str, env.get('load_avg', [])))})")
@@ -210,6 +217,8 @@ def _echo_accuracy(report) -> None:
         ref = "" if par["top1_ref"] is None else f"top-1 {par['top1_ref']:.2%} (drop {par['top1_drop']:.2f} points), "
         click.echo(f"parity vs {par['reference']}: {ref}agreement {par['top1_agreement']:.2%}, "
                    f"max |diff| {par['max_abs_diff']:.3g}, min cosine {par['cosine_min']:.6f}")
+    elif report.parity_not_checked is not None:
+        click.echo(f"parity: not checked ({report.parity_not_checked})")
 
 
 def _timing_kwargs(batches, warmup, duration, iterations) -> dict:
@@ -322,7 +331,8 @@ def compare_cmd(specs, provider, device, cuda_graph, baseline, strict_cpu, batch
     """
     from resnet_deploy.benchmarks.benchmark import compare
     from resnet_deploy.benchmarks.report import compare_rows, rank, write_json
-    from resnet_deploy.benchmarks.specs import OpenOptions, check_torch_device, open_model, open_reference, parse_spec
+    from resnet_deploy.benchmarks.specs import (OpenOptions, Opened, check_torch_device, open_model, open_reference,
+                                                parse_spec)
 
     parsed = [parse_spec(s) for s in specs]
     if len({s.text for s in parsed}) != len(parsed):
@@ -348,8 +358,8 @@ def compare_cmd(specs, provider, device, cuda_graph, baseline, strict_cpu, batch
         for opened in models:
             ref = None
             if source is not None or reference is not None:
-                ref = open_reference(reference, candidate=opened, options=options)
-                if ref is not None:
+                ref = open_reference(reference, candidate=opened, options=options, source=source)
+                if isinstance(ref, Opened):
                     if ref.label in shared:
                         ref.session.close()
                         ref = shared[ref.label]
@@ -403,6 +413,9 @@ def cpu_table_cmd(out_dir, threads, rounds, duration, archs, batches, debug):
     Example:
       resnet-bench cpu-table --out /tmp/cpu-table --threads 2
     """
+    from resnet_deploy.extras import check_export_toolchain
+
+    check_export_toolchain(needed_by="resnet-bench cpu-table")
     from resnet_deploy.cpu_table import TableConfig, cpu_table
 
     result = cpu_table(out_dir, config=TableConfig(threads=threads, rounds=rounds, duration_s=duration,

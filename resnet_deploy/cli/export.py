@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -31,6 +32,10 @@ def cli(debug: bool) -> None:
       resnet-export onnx --arch resnet50 --weights model.pth -o resnet50.onnx
     """
     group_setup(debug)
+    if not {"-h", "--help"} & set(sys.argv[1:]):  # help needs no toolchain
+        from resnet_deploy.extras import check_export_toolchain
+
+        check_export_toolchain(needed_by="resnet-export")
 
 
 def stage_list(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:

@@ -7,46 +7,81 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from resnet_deploy.errors import UsageError
 from resnet_deploy.manifest import METADATA_KEY, Manifest, manifest_path, read_manifest
-from resnet_deploy.publish import atomic_path, check_destination, sha256_file, write_text
+from resnet_deploy.publish import atomic_path, atomic_paths, check_destination, sha256_file
+from resnet_deploy.recorded import RecordedReference, reference_path
 
 if TYPE_CHECKING:
     import onnx
 
+#: a recorded reference and its bytes, as ``recorded.read_recorded`` returns them
+Recorded = tuple[RecordedReference, bytes]
+
 
 def check_outputs(output: str | os.PathLike[str], *, overwrite: bool) -> Path:
-    """Check the artifact and its sidecar can be published, before any work."""
+    """Check the artifact, its sidecar and its recorded reference can be published, before any work."""
     output = check_destination(output, overwrite=overwrite)
     check_destination(manifest_path(output), overwrite=overwrite)
+    check_destination(reference_path(output), overwrite=overwrite)
     return output
 
 
 def save_onnx(model: onnx.ModelProto, path: str | os.PathLike[str], *, overwrite: bool = True) -> None:
     """One self-contained file (no external data), written atomically."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        _save(model, tmp)
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
     import onnx
 
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        onnx.save_model(model, str(tmp), save_as_external_data=False)
+    onnx.save_model(model, str(path), save_as_external_data=False)
 
 
-def publish_onnx(model: onnx.ModelProto, output: Path, manifest: Manifest, *, overwrite: bool) -> Manifest:
-    """Embed ``manifest`` in ``model``, write both atomically; return the manifest with the file's sha256.
+def with_reference(manifest: Manifest, reference: Recorded | None) -> Manifest:
+    """``manifest`` recording ``reference`` (its hash and what it holds) as the artifact's, or none."""
+    return manifest.derive(reference=None if reference is None else reference[0].entry(reference[1]))
 
-    The embedded copy cannot hold the file's own hash; the sidecar adds ``source.sha256``. Without
-    ``overwrite`` the model is published only under a name nobody took meanwhile; the run that
-    publishes it then writes the sidecar.
+
+def publish_artifact(output: Path, write: Callable[[Path], None], manifest: Manifest, *, overwrite: bool,
+                     reference: Recorded | None = None) -> Manifest:
+    """Publish ``output`` (``write`` fills a temporary path), its recorded reference and its sidecar together.
+
+    All three are written first and moved into place only when all are written, the artifact first
+    and the sidecar last (``publish.atomic_paths``): a failure leaves the old files or none. Without
+    ``overwrite`` the artifact is published only under a name nobody took meanwhile, and only the
+    run that published it writes the other two. Returns the manifest with the artifact's sha256 and
+    the recorded reference's entry.
     """
-    embedded = manifest.to_json()
+    manifest = with_reference(manifest, reference)
+    ref_file = reference_path(output)
+    paths = [output, *([ref_file] if reference else []), manifest_path(output)]
+    with atomic_paths(*paths, overwrite=overwrite) as tmps:
+        write(tmps[0])
+        if reference is not None:
+            tmps[1].write_bytes(reference[1])
+        final = manifest.derive(source={**manifest.source, "sha256": sha256_file(tmps[0])})
+        tmps[-1].write_text(final.to_json(), encoding="utf-8")
+    if reference is None:
+        ref_file.unlink(missing_ok=True)  # one left by an earlier export to this name would describe another model
+    return final
+
+
+def publish_onnx(model: onnx.ModelProto, output: Path, manifest: Manifest, *, overwrite: bool,
+                 reference: Recorded | None = None) -> Manifest:
+    """Embed ``manifest`` in ``model`` and publish it with its recorded reference (``publish_artifact``).
+
+    The embedded copy cannot hold the file's own hash; the sidecar adds ``source.sha256``.
+    """
+    embedded = with_reference(manifest, reference).to_json()
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, embedded
-    save_onnx(model, output, overwrite=overwrite)
-    final = manifest.derive(source={**manifest.source, "sha256": sha256_file(output)})
-    write_text(manifest_path(output), final.to_json(), overwrite=True)
-    return final
+    return publish_artifact(output, lambda tmp: _save(model, tmp), manifest, overwrite=overwrite, reference=reference)
 
 
 def parent_manifest(onnx_path: str | os.PathLike[str]) -> Manifest:

@@ -27,7 +27,6 @@ import numpy as np
 from resnet_deploy.calibration.readers import spool_calibration
 from resnet_deploy.calibration.workspace import private_copy, tool_scope
 from resnet_deploy.errors import DeployError, require
-from resnet_deploy.export.artifact import publish_onnx
 from resnet_deploy.export.onnx import ExportResult
 from resnet_deploy.export.stage import derived_stage, onnx_opset
 from resnet_deploy.parity import FP16_GATE, Gate, measure_parity
@@ -95,7 +94,7 @@ def fp16_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLike[
         seconds["parity_s"] = time.perf_counter() - t0
         parity.check(config.gate, what="the FP16 ONNX")
         manifest = stage.manifest("fp16", model, parity=parity, calibration=calibration, details=_details(model, calibration))
-        final = publish_onnx(model, stage.output, manifest, overwrite=overwrite)
+        final = stage.publish(model, manifest)
     seconds["total_s"] = time.perf_counter() - t_start
     return ExportResult(stage.output, final, seconds)
 

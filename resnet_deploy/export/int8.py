@@ -17,7 +17,6 @@ from resnet_deploy.calibration.gate import Int8Config, quantize_to_gate
 from resnet_deploy.calibration.readers import spool_calibration
 from resnet_deploy.calibration.targets import TARGETS
 from resnet_deploy.calibration.workspace import private_copy
-from resnet_deploy.export.artifact import publish_onnx
 from resnet_deploy.export.onnx import ExportResult
 from resnet_deploy.export.stage import derived_stage, onnx_opset
 
@@ -49,7 +48,7 @@ def int8_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLike[
         model = onnx.load(str(result.path))
         manifest = stage.manifest("int8", model, parity=result.parity, calibration=cset.summary(config.method),
                                   details=_details(model, result, config))
-        final = publish_onnx(model, stage.output, manifest, overwrite=overwrite)
+        final = stage.publish(model, manifest)
     seconds = {**result.seconds, "total_s": time.perf_counter() - t_start}
     return ExportResult(stage.output, final, seconds)
 

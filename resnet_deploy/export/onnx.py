@@ -1,5 +1,8 @@
 """torch -> ONNX: dynamic batch, opset 18, one file, full check, onnxsim, parity vs PyTorch, manifest.
 
+With evaluation data, PyTorch's answers on it are published beside the artifact as its recorded
+reference (``recorded.py``), so devices without torch can measure parity against them.
+
 Every export is verified: dynamo-exporter regressions have shipped (wrong results, batch frozen
 at 1), so the published file is the one that ran in onnxruntime against PyTorch at two batch
 sizes, and on evaluation data through the FP32 gate when data is given.
@@ -34,6 +37,7 @@ from resnet_deploy.parity import (
     measure_dense_parity,
     measure_parity,
 )
+from resnet_deploy.recorded import ReferenceRecorder
 from resnet_deploy.reference import TorchSession
 from resnet_deploy.runtime.onnxruntime import OnnxRuntimeSession
 
@@ -123,13 +127,19 @@ def onnx_from_torch(loaded: LoadedModel, output: str | os.PathLike[str], *, conf
             save_onnx(model, path)
             parity = synthetic(path, ref, pp, config.max_batch, size)
             parity.check(synthetic_gate, what="the simplified graph (onnxsim changed the answers; retry with `simplify=False`)")
+        recorded = None
         if eval_source is not None:
             t0 = time.perf_counter()
             with OnnxRuntimeSession(path, provider="cpu") as sess:
                 if size:
                     parity = measure_dense_parity(ref, sess, eval_source, pp, segment=loaded.task == "segment")
-                else:
-                    parity = measure_parity(ref, sess, eval_source.for_model(loaded), pp, batch_size=16)
+                else:  # classifiers also keep PyTorch's answers beside the artifact (recorded.py)
+                    source = eval_source.for_model(loaded)
+                    recorder = ReferenceRecorder(data=source.description, data_digest=source.digest(),
+                                                 num_classes=loaded.num_classes)
+                    parity = measure_parity(ref, sess, source, pp, batch_size=16, record=recorder.update)
+                    found = recorder.result()
+                    recorded = (found, found.to_bytes())
             seconds["parity_s"] = time.perf_counter() - t0
             parity.check(gate, what="the FP32 ONNX")  # type: ignore[arg-type]  # the gate matches the parity
     manifest = Manifest(
@@ -148,7 +158,7 @@ def onnx_from_torch(loaded: LoadedModel, output: str | os.PathLike[str], *, conf
         task=loaded.task,
         size=size,
     )
-    final = publish_onnx(model, output, manifest, overwrite=overwrite)
+    final = publish_onnx(model, output, manifest, overwrite=overwrite, reference=recorded)
     return ExportResult(output, final, seconds)
 
 

@@ -4,13 +4,14 @@ Each such stage opens the same way: check that the output and its sidecar may be
 and check the parent's manifest, require FP32, pick the evaluation data, hash the parent, open
 the reference (the PyTorch model rebuilt from the manifest, else the parent ONNX) and a private
 work folder inside the output folder, which is removed on success and failure alike. It ends the
-same way too: one manifest builder (``Derived.manifest``) and ``publish_onnx``. A stage writes
+same way too: one manifest builder (``Derived.manifest``) and ``Derived.publish``, which copies the
+parent's recorded reference (``recorded.py``) beside the child. A stage writes
 only its own work (convert, quantize, check) between the two::
 
     with derived_stage(onnx_path, output, what="FP16", eval_source=ev, overwrite=ow) as stage:
         model = convert(private_copy(stage.onnx_path, stage.work))
         parity = measure_parity(stage.reference, candidate, stage.eval_source, stage.parent.preprocess)
-        final = publish_onnx(model, stage.output, stage.manifest("fp16", model, parity=parity, ...))
+        final = stage.publish(model, stage.manifest("fp16", model, parity=parity, ...))
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resnet_deploy.errors import DeployError, UsageError
-from resnet_deploy.export.artifact import check_outputs, parent_manifest
+from resnet_deploy.export.artifact import Recorded, check_outputs, parent_manifest, publish_onnx
 from resnet_deploy.manifest import package_versions
 from resnet_deploy.publish import sha256_file
+from resnet_deploy.recorded import read_recorded
 from resnet_deploy.reference import reference_or_parent
 
 if TYPE_CHECKING:
@@ -55,6 +57,12 @@ class Derived:
     reference: Session
     reference_label: str  # "pytorch", or the FP32 parent's name when the weights could not be rebuilt
     work: Path  # private, inside the output folder, removed afterwards
+    overwrite: bool  # the caller's: without it the child is published only under a name nobody took
+    recorded: Recorded | None = None  # the parent's recorded reference (checked), copied beside the child
+
+    def publish(self, model: onnx.ModelProto, manifest: Manifest) -> Manifest:
+        """Publish the child with ``manifest`` and a copy of the parent's recorded reference."""
+        return publish_onnx(model, self.output, manifest, overwrite=self.overwrite, reference=self.recorded)
 
     def manifest(self, precision: str, model: onnx.ModelProto, *, parity: Parity, calibration: dict[str, Any] | None,
                  details: dict[str, Any]) -> Manifest:
@@ -98,10 +106,12 @@ def derived_stage(onnx_path: str | os.PathLike[str], output: str | os.PathLike[s
     if labels:
         require_labels(eval_source, parent)
     parent_sha = sha256_file(onnx_path)
+    recorded = read_recorded(onnx_path, parent, missing_ok=True)
     reference, reference_label = reference_or_parent(parent, onnx_path)
     with reference, tempfile.TemporaryDirectory(prefix=".resnet-deploy-", dir=output.parent) as tmp:
         try:
-            yield Derived(onnx_path, output, parent, parent_sha, eval_source, reference, reference_label, Path(tmp))
+            yield Derived(onnx_path, output, parent, parent_sha, eval_source, reference, reference_label, Path(tmp),
+                          overwrite, recorded)
         except (DeployError, OSError) as exc:
             if (named := in_user_terms(exc, Path(tmp), parent=onnx_path, output=output)) is exc:
                 raise

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resnet_deploy.errors import DeployError, UsageError
-from resnet_deploy.export.artifact import check_outputs, parent_manifest
-from resnet_deploy.manifest import BatchRange, Manifest, manifest_path, package_versions, read_manifest
-from resnet_deploy.publish import sha256_bytes, sha256_file, write_bytes, write_text
+from resnet_deploy.export.artifact import check_outputs, parent_manifest, publish_artifact
+from resnet_deploy.recorded import read_recorded
+from resnet_deploy.manifest import BatchRange, Manifest, package_versions, read_manifest
+from resnet_deploy.publish import sha256_bytes, sha256_file, write_bytes
 from resnet_deploy.runtime import cuda
 from resnet_deploy.runtime.tensorrt import import_tensorrt, load_engine, trt_logger
 
@@ -161,6 +162,7 @@ def engine_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLik
     if any(d < 1 for d in sample):
         raise UsageError(f"{onnx_path}: only the batch dimension may be dynamic, input shape is {parent.input.shape}")
     onnx_sha = sha256_file(onnx_path)  # parent_manifest checked it against the sidecar (cached since)
+    recorded = read_recorded(onnx_path, parent, missing_ok=True)  # copied beside the engine: resnet-bench trt measures against it
 
     trt = import_tensorrt()
     device = cuda.device_properties()
@@ -210,7 +212,6 @@ def engine_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLik
     if cache_path is not None:
         _save_timing_cache(bconfig, cache_path)
     del cache
-    write_bytes(output, plan, overwrite=config.overwrite)
     manifest = parent.derive(
         batch=profile,
         # The ONNX's parity was measured in onnxruntime, not on this engine: resnet-bench measures it.
@@ -231,7 +232,11 @@ def engine_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLik
         versions={**parent.versions, **package_versions("cuda-python", "cuda-bindings"), "tensorrt": trt.__version__},
         details={**parent.details, "onnx_parity": parent.parity},
     )
-    write_text(manifest_path(output), manifest.to_json())
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(plan)
+
+    manifest = publish_artifact(output, write, manifest, overwrite=config.overwrite, reference=recorded)
     return EngineResult(path=output, manifest=manifest, build_time_s=build_time_s)
 
 

@@ -117,7 +117,8 @@ def test_image_folder_calibrates_as_well_as_digits(int8_demo, demo18_onnx, calib
     assert cal["skipped"] == 2 and cal["count"] == 160
     assert p["top1_drop"] <= 0.5
     assert abs(p["top1"] - ref["top1"]) <= 0.005 and p["top1_agreement"] >= 0.99
-    assert sorted(x.name for x in tmp_path.iterdir()) == ["m.onnx", "m.onnx.json", "photos"]  # no temp left
+    published = ["m.onnx", "m.onnx.json", "m.onnx.ref.npz"]  # with its recorded reference
+    assert sorted(x.name for x in tmp_path.iterdir()) == [*published, "photos"]  # no temp left
 
 
 def test_percentile_is_cpu_only(demo18_onnx, tmp_path):
