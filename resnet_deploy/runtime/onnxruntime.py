@@ -34,6 +34,35 @@ PROVIDERS = {
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16"}
 
 
+_WARNED_FLAVOURS: list[bool] = []
+
+
+def warn_if_both_flavours() -> None:
+    """Warn once when ``onnxruntime`` and ``onnxruntime-gpu`` are both installed.
+
+    Both install the same ``onnxruntime`` package folder, so whichever came last overwrote the
+    other's files and uninstalling either breaks the one left (pip cannot prevent it: on x86-64 the
+    ``export`` extra brings onnxruntime-gpu and the ``cpu`` extra the CPU wheel).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    if _WARNED_FLAVOURS:
+        return
+    found = []
+    for name in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            pass
+    if len(found) == 2:
+        import warnings
+
+        _WARNED_FLAVOURS.append(True)
+        warnings.warn(f"both {found[0]} and {found[1]} are installed and overwrite each other's files: "
+                      "pip uninstall -y onnxruntime onnxruntime-gpu, then install one (docs/install.md)",
+                      RuntimeWarning, stacklevel=3)
+
+
 class OnnxRuntimeSession(Session):
     """An ONNX artifact on onnxruntime. Thread-safe: see ``resnet_deploy.runtime.session``.
 
@@ -63,6 +92,7 @@ class OnnxRuntimeSession(Session):
         if threads is not None and threads < 1:
             raise UsageError(f"threads must be at least 1, got {threads}")
         ort = require("onnxruntime", install=_ORT_INSTALL)
+        warn_if_both_flavours()
         if PROVIDERS[provider] not in (built := ort.get_available_providers()):
             raise MissingDependencyError(
                 f"this onnxruntime build has no {PROVIDERS[provider]} (it has {', '.join(built)}): install "

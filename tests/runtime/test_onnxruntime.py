@@ -269,3 +269,33 @@ def test_reduced_precision_sessions_answer_like_fp32(reduced, demo18_onnx, eval_
     (_, trt), *_ = ort_providers("tensorrt", model=reduced[kind], manifest=sess.manifest,
                                  trt_cache_dir=reduced[kind].parent / "trt-cache")
     assert (trt["trt_fp16_enable"], trt["trt_int8_enable"]) == (precision == "fp16", precision == "int8")
+
+
+def test_both_onnxruntime_flavours_installed_warns_once(demo18_onnx, tmp_path, monkeypatch):
+    """x86-64 `[export,cpu]`: pip installs onnxruntime-gpu and onnxruntime into one folder; say so."""
+    from importlib.metadata import version
+
+    from resnet_deploy.runtime import onnxruntime as ort_module
+
+    installed = {name for name in ("onnxruntime", "onnxruntime-gpu") if _installed(name)}
+    missing = ({"onnxruntime", "onnxruntime-gpu"} - installed).pop()
+    dist = tmp_path / f"{missing.replace('-', '_')}-1.23.2.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {missing}\nVersion: 1.23.2\n")
+    monkeypatch.setattr(ort_module, "_WARNED_FLAVOURS", [])
+    with pytest.warns(RuntimeWarning, match="overwrite each other's files") as caught:
+        monkeypatch.syspath_prepend(str(tmp_path))
+        assert version(missing) == "1.23.2"
+        OnnxRuntimeSession(demo18_onnx).close()
+        OnnxRuntimeSession(demo18_onnx).close()
+    assert len([w for w in caught if "overwrite" in str(w.message)]) == 1
+
+
+def _installed(name):
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version(name)
+        return True
+    except PackageNotFoundError:
+        return False
