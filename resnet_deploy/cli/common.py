@@ -43,20 +43,30 @@ class Group(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
+            code = self._standalone(args, prog_name, complete_var, **extra)
+        except SystemExit as exc:  # _fail's exit, one line printed
+            code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+        except KeyboardInterrupt as exc:  # delivered while a failure was being reported
+            code = interrupts.report(exc)
+        sys.exit(interrupts.finish(code))
+
+    def _standalone(self, args: Sequence[str] | None, prog_name: str | None, complete_var: str | None,
+                    **extra: Any) -> int:
+        try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except _NO_ARGS as exc:  # a bare `resnet-export`: the help, as click shows it
             exc.show()
-            sys.exit(exc.exit_code)
+            return exc.exit_code
         except click.ClickException as exc:  # usage errors: one line like every other error
             usage = f" (try '{exc.ctx.command_path} -h')" if getattr(exc, "ctx", None) is not None else ""
             _fail(exc, exc.exit_code, debug=False, text=f"{exc.format_message()}{usage}")
         except click.Abort as exc:  # click turns a KeyboardInterrupt while parsing into Abort
             if isinstance(exc.__context__, KeyboardInterrupt):
-                sys.exit(interrupts.report(exc.__context__))
+                return interrupts.report(exc.__context__)
             _fail(exc, 1, debug=False, text="aborted")
         except KeyboardInterrupt as exc:
-            sys.exit(interrupts.report(exc))
-        sys.exit(rv if isinstance(rv, int) else 0)
+            return interrupts.report(exc)
+        return rv if isinstance(rv, int) else 0
 
     def invoke(self, ctx: click.Context) -> Any:
         debug = "--debug" in sys.argv or ctx.params.get("debug", False)
@@ -69,7 +79,7 @@ class Group(click.Group):
             where = f"{exc.filename}: " if exc.filename else ""
             _fail(exc, 1, debug=debug, text=f"{where}{exc.strerror or exc}")
         except KeyboardInterrupt as exc:
-            sys.exit(interrupts.report(exc))
+            sys.exit(interrupts.report(exc))  # here, before click's own handling turns it into Abort
 
 
 #: library parameters whose option is named otherwise (a data *source* is given as a data *spec*, SRC)

@@ -37,6 +37,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 _pending: list[int] = []
+_finishing: list[bool] = []  # set once the command chose its exit: later signals are only recorded
 
 
 def _unsafe(frame: FrameType | None) -> bool:
@@ -53,11 +54,12 @@ def _unsafe(frame: FrameType | None) -> bool:
 def _handler(signum: int, frame: FrameType | None) -> None:
     if not _pending:
         _pending.append(signum)
-    _deliver(frame)
+    if not _finishing:
+        _deliver(frame)
 
 
 def _retry(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001 - signal API
-    if _pending:
+    if _pending and not _finishing:
         _deliver(frame)
 
 
@@ -77,8 +79,22 @@ def install() -> None:
     signal.signal(signal.SIGALRM, _retry)
 
 
+def finish(code: int) -> int:
+    """The exit code of a command that is done: ``code``, unless a signal came while it ended.
+
+    From here on a signal is only recorded: raised now it would escape the command line's handlers
+    and kill the process with a traceback. One that arrived (or was still deferred) before this
+    point is reported as an interrupt, truthfully listing what the finished work published.
+    """
+    _finishing.append(True)
+    if _pending and code < 128:
+        return report(Interrupted(_pending.pop()))
+    return code
+
+
 def report(exc: KeyboardInterrupt) -> int:
     """Print the one closing line of an interrupted command; the exit code to end with."""
+    _finishing.append(True)
     remove_empty_created()
     code = exc.exit_code if isinstance(exc, Interrupted) else 128 + signal.SIGINT
     done = [str(p) for p in published() if p.exists()]
