@@ -4,6 +4,7 @@ of a pipeline-exported artifact on real digit PNGs, and the documented example a
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import re
@@ -93,8 +94,10 @@ def test_bench_in_the_venv_exits_1_on_a_missed_max_drop_and_2_on_a_changed_refer
     bias.CopyFrom(numpy_helper.from_array(values, bias.name))
     bad = tmp_path / "resnet18.onnx"  # its own name: the manifest names its reference file by it
     onnx.save(model, str(bad))
-    for suffix in (".json", ".ref.npz"):
-        shutil.copy(out / f"resnet18.onnx{suffix}", tmp_path / f"resnet18.onnx{suffix}")
+    shutil.copy(out / "resnet18.onnx.ref.npz", tmp_path / "resnet18.onnx.ref.npz")
+    sidecar = json.loads((out / "resnet18.onnx.json").read_text())
+    sidecar["source"]["sha256"] = hashlib.sha256(bad.read_bytes()).hexdigest()  # the sidecar describes this file
+    (tmp_path / "resnet18.onnx.json").write_text(json.dumps(sidecar))
     missed = _run(torch_free, "resnet-bench", "onnx", str(bad), "--data", str(digits_png), *FAST,
                   "--max-drop", "1", cwd=tmp_path)
     assert missed.returncode == 1, missed.stdout + missed.stderr
