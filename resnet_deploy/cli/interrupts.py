@@ -82,19 +82,32 @@ def install() -> None:
 def finish(code: int) -> int:
     """The exit code of a command that is done: ``code``, unless a signal came while it ended.
 
-    From here on a signal is only recorded: raised now it would escape the command line's handlers
-    and kill the process with a traceback. One that arrived (or was still deferred) before this
-    point is reported as an interrupt, truthfully listing what the finished work published.
+    From here on a signal is ignored: raised now it would escape the command line's handlers. One
+    that arrived (or was still deferred) before this point is reported as an interrupt, truthfully
+    listing what the finished work published.
     """
-    _finishing.append(True)
+    _stop_raising()
     if _pending and code < 128:
         return report(Interrupted(_pending.pop()))
     return code
 
 
+def _stop_raising() -> None:
+    """The command is ending: a signal from now on is ignored (one already pending is reported).
+
+    Ignored rather than handled: at interpreter shutdown Python puts the default action back for
+    every signal a Python function handles, and tearing down torch and onnxruntime takes seconds,
+    so a signal then would kill the process (exit -2) after its work and its report were done.
+    """
+    _finishing.append(True)
+    if threading.current_thread() is threading.main_thread():
+        for s in SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+
+
 def report(exc: KeyboardInterrupt) -> int:
     """Print the one closing line of an interrupted command; the exit code to end with."""
-    _finishing.append(True)
+    _stop_raising()
     remove_empty_created()
     code = exc.exit_code if isinstance(exc, Interrupted) else 128 + signal.SIGINT
     done = [str(p) for p in published() if p.exists()]

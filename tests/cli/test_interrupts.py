@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from resnet_deploy.manifest import manifest_path
+
 EXPORT = [sys.executable, "-c", "from resnet_deploy.cli.export import main; main()"]
 
 IMPORT_SCRIPT = """
@@ -96,3 +98,28 @@ def test_pipeline_interrupted_says_what_it_published_and_leaves_no_empty_folder(
     fp32 = ["resnet18.onnx", "resnet18.onnx.ref.npz", "resnet18.onnx.json"]  # the artifact, PyTorch's answers, the sidecar
     assert last == f"Interrupted (SIGTERM); published {', '.join(str(out / name) for name in fp32)}."
     assert sorted(p.name for p in out.iterdir()) == sorted(fp32)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_after_the_work_is_done_never_kills_the_process(demo18_onnx, tmp_path, sig):
+    """Once the command has published, Python tears torch and onnxruntime down (seconds), and at
+    shutdown it puts each signal's default action back: a signal then killed the process (rc -2)."""
+    out = tmp_path / "m.onnx"
+    proc = subprocess.Popen([*EXPORT, "int8", str(demo18_onnx), "--calib-data", "digits", "--calib-count", "64",
+                             "--target", "cpu", "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "gate holds" in line:  # the INT8 graph passed: it is being published, then the process ends
+            time.sleep(0.3)
+            proc.send_signal(sig)
+            break
+    rest, _ = proc.communicate(timeout=180)
+    assert proc.returncode in (0, 128 + sig), "".join(seen) + rest  # never killed by the signal (negative)
+    assert "Traceback" not in rest
+    if proc.returncode:
+        assert rest.strip().splitlines()[-1].startswith(f"Interrupted ({signal.Signals(sig).name}); ")
+    else:
+        assert out.is_file() and manifest_path(out).is_file()
