@@ -175,12 +175,15 @@ def serve_triton_cmd(artifacts, names, host, allow_remote, http_port, grpc_port,
                              instances=instances, cpu_cores=cpu_cores, preferred=tuple(preferred) if preferred else None,
                              queue_delay_us=queue_delay_us, max_batch=max_batch, allow_ungated=allow_ungated, env=env)
     models = ", ".join(server.model_states())
-    click.echo(f"tritonserver ready (pid {server.process.pid}): models {models}")
-    click.echo(f"  HTTP  http://{server.http_url}/v2/models/<model>   (health: /v2/health/ready)")
-    click.echo(f"  gRPC  {server.grpc_url}")
-    click.echo("Ctrl-C or SIGTERM stops it.")
-    sys.stdout.flush()
-    code = serve_until_signal(server, on_stop=lambda m: click.echo(m, err=True))
+
+    def ready() -> None:
+        click.echo(f"tritonserver ready (pid {server.process.pid}): models {models}")
+        click.echo(f"  HTTP  http://{server.http_url}/v2/models/<model>   (health: /v2/health/ready)")
+        click.echo(f"  gRPC  {server.grpc_url}")
+        click.echo("Ctrl-C or SIGTERM stops it.")
+        sys.stdout.flush()
+
+    code = serve_until_signal(server, on_stop=lambda m: click.echo(m, err=True), on_ready=ready)
     click.echo(f"stopped (tritonserver exit code {server.process.returncode})", err=True)
     raise SystemExit(code)
 

@@ -291,8 +291,13 @@ def serve_artifacts(artifacts: Sequence[str | os.PathLike[str]], *, names: Seque
     return launch(repo, options=options, env=env, workspace=ws)
 
 
-def serve_until_signal(server: TritonProcess, *, on_stop: Callable[[str], None] = print) -> int:
-    """Block until SIGINT/SIGTERM (or the server dies), then stop it cleanly; the server's exit code."""
+def serve_until_signal(server: TritonProcess, *, on_stop: Callable[[str], None] = print,
+                       on_ready: Callable[[], None] | None = None) -> int:
+    """Block until SIGINT/SIGTERM (or the server dies), then stop it cleanly; the server's exit code.
+
+    ``on_ready`` runs once the signals are routed here: what it prints (the URLs) may be answered
+    by a signal at once, and that signal must stop the server, not interrupt the command.
+    """
     stop = threading.Event()
     received: list[str] = []
 
@@ -302,6 +307,8 @@ def serve_until_signal(server: TritonProcess, *, on_stop: Callable[[str], None] 
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if on_ready is not None:
+            on_ready()
         while not stop.wait(0.5):
             if not server.alive():
                 on_stop(f"tritonserver exited on its own (code {server.process.returncode}):\n{server.log_tail()}")
