@@ -174,14 +174,20 @@ class Session(ABC):
         return self._dense_input(img)
 
     def _dense_input(self, img: PILImage.Image) -> np.ndarray:
-        from resnet_deploy.data import normalize, resize_short
+        from resnet_deploy.data import resize_short
 
         assert self.manifest is not None
         pp = self.manifest.preprocess
-        images = resize_short(img, pp.resize)[None]
+        return self._feed(resize_short(img, pp.resize)[None])
+
+    def _feed(self, images: np.ndarray) -> np.ndarray:
+        """Preprocessed uint8 NHWC ``images`` as this artifact's input: as they are, or normalised."""
+        from resnet_deploy.data import normalize
+
         if self.input_dtype == "uint8":
             return images
-        return normalize(images, pp).astype(_DTYPES[self.input_dtype], copy=False)
+        assert self.manifest is not None
+        return normalize(images, self.manifest.preprocess).astype(_DTYPES[self.input_dtype], copy=False)
 
     # ------------------------------------------------------------------ images in, labels out
 
@@ -211,15 +217,12 @@ class Session(ABC):
 
     def prepare(self, images: ImageLike | Iterable[ImageLike]) -> np.ndarray:
         """The batch ``classify`` feeds: each image decoded, resized, cropped (and normalised) per the manifest."""
-        from resnet_deploy.data import normalize, resize_crop
+        from resnet_deploy.data import resize_crop
 
         self._require_task("classify", "prepare")
         decoded = self._images(images, what="classify")  # checks the manifest first
         pp = self.manifest.preprocess  # type: ignore[union-attr]
-        batch = np.stack([resize_crop(img, pp) for img in decoded])
-        if self.input_dtype == "uint8":
-            return batch
-        return normalize(batch, pp).astype(_DTYPES[self.input_dtype], copy=False)
+        return self._feed(np.stack([resize_crop(img, pp) for img in decoded]))
 
     def _images(self, images: ImageLike | Iterable[ImageLike], *, what: str) -> Iterator[PILImage.Image]:
         """``images`` decoded to RGB one at a time (memory: one full-size image), after checking the
