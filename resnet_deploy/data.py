@@ -231,6 +231,18 @@ class DataSource:
         """
         raise UsageError(f"{self.description}: holds normalised tensors, not images")
 
+    #: whether ``masked_frames`` gives label maps (segmentation data)
+    has_masks: bool = False
+
+    def masked_frames(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """Each sample as ``frames`` gives it, with its label map where the source has masks.
+
+        The map is uint8 H x W at the frame's size: the class index of each pixel, 255 where it is
+        ignored (Pascal VOC's convention); None for sources without masks.
+        """
+        for frame, _label in self.frames():
+            yield frame, None
+
 
 def _choose(n: int, count: int | None, seed: int) -> np.ndarray:
     """Indices of a deterministic subset: all of them, or ``count`` drawn with ``seed``, sorted."""

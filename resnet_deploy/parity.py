@@ -177,12 +177,25 @@ class DenseGate:
     min_agreement: float | None = None  # fraction of pixels whose argmax class matches (segment)
     max_rel_diff: float | None = None  # per output: max abs diff / max abs reference value
     min_cosine: float | None = None  # per output: the smallest per-sample cosine similarity
+    # segment: mIoU drop in points against the reference, measured on the data's masks (255: ignore);
+    # where the data has no masks the gate asks for ``min_agreement_unmasked`` instead
+    max_miou_drop: float | None = None
+    min_agreement_unmasked: float | None = None
 
 
 # FP32 per task (docs/tasks.md): segmentation by argmax pixel agreement and scores, backbones per output.
 FP32_DENSE_GATES = {
     "segment": DenseGate(min_agreement=0.9999, max_rel_diff=1e-3),
     "backbone": DenseGate(max_rel_diff=1e-3, min_cosine=0.9999),
+}
+# FP16 and INT8 per task (issue 16): FP16 near-exact; INT8 within a point of mIoU where masks exist.
+FP16_DENSE_GATES = {
+    "segment": DenseGate(min_agreement=0.995),
+    "backbone": DenseGate(min_cosine=0.999),
+}
+INT8_DENSE_GATES = {
+    "segment": DenseGate(max_miou_drop=1.0, min_agreement_unmasked=0.98),
+    "backbone": DenseGate(min_cosine=0.98),
 }
 
 
@@ -194,6 +207,10 @@ class DenseParity:
     pixel_agreement: float | None  # segment only
     outputs: dict[str, dict[str, float]]  # name -> max_abs_diff, max_rel_diff, cosine_min
     nonfinite: int  # samples with NaN/Inf in any output, candidate or reference
+    # segment on data with masks (255: ignore), else None: mean IoU over the classes present, and the drop in points
+    miou_ref: float | None = None
+    miou: float | None = None
+    miou_drop: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -204,6 +221,15 @@ class DenseParity:
             out.append(f"{self.nonfinite} samples have NaN or Inf outputs")
         if gate.min_agreement is not None and not (self.pixel_agreement or 0.0) >= gate.min_agreement:
             out.append(f"pixel agreement {self.pixel_agreement or 0.0:.4%} < {gate.min_agreement:.4%}")
+        if gate.max_miou_drop is not None and self.miou_drop is not None:
+            if not self.miou_drop <= gate.max_miou_drop:
+                out.append(f"mIoU drop {self.miou_drop:.2f} points > {gate.max_miou_drop:.2f}")
+        elif gate.max_miou_drop is not None and gate.min_agreement_unmasked is None:
+            out.append("the mIoU gate needs data with masks")
+        if (gate.min_agreement_unmasked is not None and self.miou_drop is None
+                and not (self.pixel_agreement or 0.0) >= gate.min_agreement_unmasked):
+            out.append(f"pixel agreement {self.pixel_agreement or 0.0:.4%} < {gate.min_agreement_unmasked:.4%} "
+                       "(no masks, so agreement stands in for the mIoU drop)")
         for name, o in self.outputs.items():
             if gate.max_rel_diff is not None and not o["max_rel_diff"] <= gate.max_rel_diff:
                 out.append(f"{name}: max abs diff {o['max_abs_diff']:.3g} is {o['max_rel_diff']:.2e} of the largest "
