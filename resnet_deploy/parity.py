@@ -19,7 +19,7 @@ from resnet_deploy.recorded import ranking
 
 if TYPE_CHECKING:
     from resnet_deploy.data import DataSource
-    from resnet_deploy.manifest import Preprocess
+    from resnet_deploy.manifest import Manifest, Preprocess
     from resnet_deploy.recorded import RecordedReference
     from resnet_deploy.runtime.session import Session
 
@@ -322,3 +322,30 @@ def measure_recorded_parity(recorded: RecordedReference, candidate: Session, sou
         raise UsageError(f"{source.description}: {acc.n} decodable samples here, {recorded.count} when the "
                          "reference was recorded")
     return acc.result()
+
+
+# ----------------------------------------------------------------------------- gates and parity by task
+
+
+def task_gate(task: str, precision: str, given: Gate | DenseGate | None = None) -> Gate | DenseGate:
+    """``given``, else ``precision``'s gate for ``task`` (classifiers: ``*_GATE``, others ``*_DENSE_GATES``).
+
+    A classifier's gate (top-1) cannot judge a segmentation or backbone artifact, nor the reverse:
+    such a ``given`` is refused.
+    """
+    if given is None:
+        if task == "classify":
+            return {"fp32": FP32_GATE, "fp16": FP16_GATE, "int8": INT8_GATE}[precision]
+        return {"fp32": FP32_DENSE_GATES, "fp16": FP16_DENSE_GATES, "int8": INT8_DENSE_GATES}[precision][task]
+    if isinstance(given, DenseGate) == (task == "classify"):
+        want = "Gate (top-1)" if task == "classify" else "DenseGate (pixel agreement, mIoU, cosine)"
+        raise UsageError(f"a {type(given).__name__} cannot judge a {task} model: it takes a {want}")
+    return given
+
+
+def measure_task_parity(reference: Session, candidate: Session, source: DataSource, manifest: Manifest, *,
+                        batch_size: int = 32) -> Parity | DenseParity:
+    """The parity ``manifest.task`` is gated on: logits in batches (classify), else ``measure_dense_parity``."""
+    if manifest.task == "classify":
+        return measure_parity(reference, candidate, source, manifest.preprocess, batch_size=batch_size)
+    return measure_dense_parity(reference, candidate, source, manifest.preprocess, segment=manifest.task == "segment")

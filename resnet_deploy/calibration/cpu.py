@@ -110,8 +110,9 @@ def quantize_cpu(parent: Path, reader: SetReader, output: Path, *, method: str, 
                 # (without it MinMax keeps every batch's tensors until the end).
                 extra_options={"CalibStridedMinMax": 1,
                                # Logits stay float: a quantized classifier output clips large logits to the
-                               # calibrated range (entropy clips hardest), which only costs accuracy.
-                               "OpTypesToExcludeOutputQuantization": ["Gemm", "MatMul"]},
+                               # calibrated range (entropy clips hardest), which only costs accuracy. So do
+                               # a segmentation head's scores, upsampled by the graph's last node, a Resize.
+                               "OpTypesToExcludeOutputQuantization": ["Gemm", "MatMul", "Resize"]},
             )
         except Exception as exc:  # onnxruntime raises ValueError/RuntimeError/its own types
             text = str(exc).strip()
@@ -140,6 +141,7 @@ def feed_float_inputs(model: onnx.ModelProto, parent: onnx.ModelProto, names: se
     parent_nodes = {node.name: node for node in parent.graph.node}
     parent_producer = {out: node for node in parent.graph.node for out in node.output}
     inits = {i.name for i in graph.initializer}
+    restored: dict[str, str] = {}  # parent tensor -> its restored activation's output (one copy for every reader)
     for node in list(graph.node):
         if node.name not in names or node.name not in parent_nodes:
             continue
@@ -152,14 +154,18 @@ def feed_float_inputs(model: onnx.ModelProto, parent: onnx.ModelProto, names: se
             if was is None or (now is not None and now.name == was.name):
                 node.input[i] = want  # a graph input, or the same tensor from the same node
                 continue
+            if want in restored:
+                node.input[i] = restored[want]
+                continue
             act_input = parent_producer.get(was.input[0]) if was.input else None
             if was.op_type not in ("Relu", "Clip") or now is None or act_input is None or now.name != act_input.name \
                     or any(extra and extra not in inits for extra in was.input[1:]):
                 raise DeployError(f"cannot keep {node.name} in FP32: onnxruntime rewrote its input {want}")
-            restored = _activation_copy(was, inputs=[want, *was.input[1:]], output=f"{want}_fp32")
-            graph.node.insert(list(graph.node).index(node), restored)
-            producer[restored.output[0]] = restored
-            node.input[i] = restored.output[0]
+            copy = _activation_copy(was, inputs=[want, *was.input[1:]], output=f"{want}_fp32")
+            graph.node.insert(list(graph.node).index(node), copy)
+            producer[copy.output[0]] = copy
+            restored[want] = copy.output[0]
+            node.input[i] = copy.output[0]
     _drop_unread_qdq(graph)
 
 
@@ -186,9 +192,10 @@ def _drop_unread_qdq(graph) -> None:
 
 
 def check_cpu_qdq(model: onnx.ModelProto, *, excluded: Sequence[str] = (),  # noqa: ARG001
-                  variant: str = PORTABLE.name) -> dict[str, int]:
+                  variant: str = PORTABLE.name, float_outputs: bool = True) -> dict[str, int]:
     """Raise DeployError unless ``model`` is ``variant``'s QDQ: its activation type, int8 weights with zero point 0
-    (per channel where the variant says), within 7 bits where it reduces the range, float graph outputs.
+    (per channel where the variant says), within 7 bits where it reduces the range, float graph outputs
+    (unless not ``float_outputs``: ``Int8Target.check``).
     (``excluded``: the target table's common signature; every check here holds whichever layers were left in FP32.)"""
     spec = VARIANTS[variant]
     from onnx import numpy_helper
@@ -220,7 +227,7 @@ def check_cpu_qdq(model: onnx.ModelProto, *, excluded: Sequence[str] = (),  # no
                 largest = max(largest, peak)
                 if spec.reduce_range and peak > 64:
                     problems.append(f"{node.name} weight reaches {peak}, beyond 7 bits (64)")
-    for out in graph.output:
+    for out in graph.output if float_outputs else ():
         src = producer.get(out.name)
         if src is not None and src.op_type in ("QuantizeLinear", "DequantizeLinear"):
             problems.append(f"graph output {out.name} comes from {src.op_type}")

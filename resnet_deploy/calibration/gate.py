@@ -1,14 +1,16 @@
 """Calibrate for a target, then hold the result to the accuracy gate, keeping sensitive layers in high precision if needed.
 
 1. Quantize every layer the quantizer chooses; measure parity against the reference (PyTorch)
-   on the held-out evaluation data; done if the gate (default: top-1 drop <= 1 point) holds.
-2. Otherwise score each quantized layer's sensitivity on calibration samples
-   (``sensitivity.layer_sensitivity``) and quantize again with the 1, 2, 4, 8, ... most
+   on the held-out evaluation data; done if the task's gate holds (default: a classifier's top-1
+   drop <= 1 point; ``parity.INT8_DENSE_GATES`` for segmentation and backbones, measured image
+   by image at each image's own size).
+2. Otherwise score each quantized layer's sensitivity on calibration samples, over every output
+   of the model (``sensitivity.layer_sensitivity``) and quantize again with the 1, 2, 4, 8, ... most
    sensitive layers excluded (ModelOpt's and onnxruntime's ``nodes_to_exclude``), up to
    ``max_kept``, until the gate holds.
 3. If it never holds: GateError naming every attempt; the caller publishes nothing.
 
-The reference runs once: its logits are recorded on the first evaluation and replayed for the
+The reference runs once: its outputs are recorded on the first evaluation and replayed for the
 later attempts (``RecordedSession``).
 """
 
@@ -31,7 +33,7 @@ from resnet_deploy.calibration.targets import TARGETS
 from resnet_deploy.calibration.workspace import onnxruntime_log_severity
 from resnet_deploy.errors import GateError, UsageError
 from resnet_deploy.manifest import package_versions
-from resnet_deploy.parity import INT8_GATE, Gate, Parity, measure_parity
+from resnet_deploy.parity import DenseGate, DenseParity, Gate, Parity, measure_task_parity, task_gate
 from resnet_deploy.runtime.session import Session
 
 if TYPE_CHECKING:
@@ -52,7 +54,9 @@ class Int8Config:
     # cpu target: a ``calibration.cpu.VARIANTS`` name. The default (7-bit weights) is exact on every CPU
     # family; the others are there to be measured (benchmarks/cpu_int8_portability.py), none is faster.
     cpu_variant: str = "u8s8-w7"
-    gate: Gate = INT8_GATE
+    # None: the task's (``parity.INT8_GATE``, ``parity.INT8_DENSE_GATES[task]``); a Gate for classifiers,
+    # a DenseGate for segmentation and backbones
+    gate: Gate | DenseGate | None = None
     # Layers the fallback may keep in high precision; 0: no fallback. None: half of the quantized layers
     # (beyond that the model is mostly FP32, INT8 buys little, and a missed gate is the honest answer).
     max_kept: int | None = None
@@ -70,8 +74,9 @@ class Int8Config:
 
         if self.cpu_variant not in VARIANTS:
             raise UsageError(f"`cpu_variant` must be one of {', '.join(VARIANTS)}, got {self.cpu_variant!r}")
-        if self.gate.max_drop is not None and self.gate.max_drop < 0:
-            raise UsageError(f"`max_drop` must be >= 0, got {self.gate.max_drop}")
+        for name in ("max_drop", "max_miou_drop"):
+            if (value := getattr(self.gate, name, None)) is not None and value < 0:
+                raise UsageError(f"`{name}` must be >= 0, got {value}")
         if self.max_kept is not None and self.max_kept < 0:
             raise UsageError(f"`max_kept` must be >= 0, got {self.max_kept}")
         if self.sensitivity_samples < 1:
@@ -81,25 +86,41 @@ class Int8Config:
 @dataclass
 class Attempt:
     kept: list[str]
-    parity: Parity
+    parity: Parity | DenseParity
     failures: list[str]
     cached: bool
 
     def to_dict(self) -> dict[str, Any]:
-        p = self.parity
-        return {"kept": len(self.kept), "top1_drop": p.top1_drop, "top1_agreement": p.top1_agreement,
-                "max_rel_diff": p.max_rel_diff, "passed": not self.failures}
+        return {"kept": len(self.kept), **headline(self.parity), "passed": not self.failures}
 
     def describe(self) -> str:
-        p = self.parity
-        drop = "n/a" if p.top1_drop is None else f"{p.top1_drop:.2f}"
-        return f"{len(self.kept)} layers kept: top-1 drop {drop} points, agreement {p.top1_agreement:.2%}"
+        p, h = self.parity, headline(self.parity)
+        if isinstance(p, Parity):
+            drop = "n/a" if p.top1_drop is None else f"{p.top1_drop:.2f}"
+            said = f"top-1 drop {drop} points, agreement {p.top1_agreement:.2%}"
+        elif p.pixel_agreement is not None:
+            said = f"pixel agreement {p.pixel_agreement:.2%}"
+            said += "" if p.miou_drop is None else f", mIoU drop {p.miou_drop:.2f} points"
+        else:
+            said = f"cosine >= {h['cosine_min']:.4f} (worst output {h['worst_output']})"
+        return f"{len(self.kept)} layers kept: {said}"
+
+
+def headline(p: Parity | DenseParity) -> dict[str, Any]:
+    """The figures the task's gate turns on, for a manifest's list of attempts."""
+    if isinstance(p, Parity):
+        return {"top1_drop": p.top1_drop, "top1_agreement": p.top1_agreement, "max_rel_diff": p.max_rel_diff}
+    worst = min(p.outputs, key=lambda name: p.outputs[name]["cosine_min"])
+    out: dict[str, Any] = {} if p.pixel_agreement is None else {"pixel_agreement": p.pixel_agreement,
+                                                                 "miou_drop": p.miou_drop}
+    return {**out, "cosine_min": p.outputs[worst]["cosine_min"], "worst_output": worst,
+            "max_rel_diff": max(o["max_rel_diff"] for o in p.outputs.values())}
 
 
 @dataclass
 class GateResult:
     path: Path  # the accepted quantized graph, in the work folder
-    parity: Parity
+    parity: Parity | DenseParity
     kept: list[str]  # layers kept in high precision, most sensitive first
     attempts: list[Attempt]
     structure: dict[str, int]  # counts from the placement check
@@ -112,8 +133,9 @@ def quantize_to_gate(parent: Path, parent_sha256: str, manifest: Manifest, cset:
                      debug: bool = False, log: Callable[[str], None] | None = None) -> GateResult:
     """Quantize ``parent`` (a private copy in ``workdir``) for ``config.target`` until ``config.gate`` holds."""
     config.validate()
+    gate = task_gate(manifest.task, "int8", config.gate)
     say = log or (lambda _msg: None)
-    batch = config.batch_size or calibration_batch_size(manifest.preprocess.crop)
+    batch = config.batch_size or calibration_batch_size(cset.side)
     cache = CalibrationCache((config.cache_dir or default_cache_dir()) if config.use_cache else None)
     reference = RecordedSession(reference)
     key_parts = {"parent": parent_sha256, "calibration": cset.sha256, "method": config.method, "target": config.target,
@@ -131,7 +153,7 @@ def quantize_to_gate(parent: Path, parent_sha256: str, manifest: Manifest, cset:
         t0 = time.perf_counter()
         parity = _evaluate(reference, path, manifest, eval_source, target=config.target, debug=debug)
         seconds["parity_s"] += time.perf_counter() - t0
-        result = Attempt(kept, parity, parity.failures(config.gate), cached)
+        result = Attempt(kept, parity, parity.failures(gate), cached)  # type: ignore[arg-type]  # the gate fits the parity
         attempts.append(result)
         say(f"INT8 ({config.target}{', cached' if cached else ''}), {result.describe()}"
             f"{'; gate holds' if not result.failures else ''}")
@@ -177,19 +199,20 @@ def _quantized(parent: Path, cset: CalibrationSet, manifest: Manifest, path: Pat
 
     if cache.fetch_model(key, path):
         try:
-            return True, _check(onnx.load(str(path)), config, kept)
+            return True, _check(onnx.load(str(path)), config, kept, manifest)
         except Exception:  # protobuf's DecodeError, OSError, or DeployError from the check: calibrate again
             path.unlink(missing_ok=True)
     reader = cset.reader(manifest, batch_size=batch)
     TARGETS[config.target].quantize(parent, reader, path, method=config.method, exclude=kept,
                                     high_precision=config.high_precision, variant=_variant(config), debug=debug)
-    structure = _check(onnx.load(str(path)), config, kept)
+    structure = _check(onnx.load(str(path)), config, kept, manifest)
     cache.store_model(key, path)
     return False, structure
 
 
-def _check(model, config: Int8Config, kept: list[str]) -> dict[str, int]:
-    return TARGETS[config.target].check(model, excluded=kept, variant=_variant(config))
+def _check(model, config: Int8Config, kept: list[str], manifest: Manifest) -> dict[str, int]:
+    return TARGETS[config.target].check(model, excluded=kept, variant=_variant(config),
+                                        float_outputs=manifest.task != "backbone")
 
 
 def _variant(config: Int8Config) -> str | None:
@@ -198,7 +221,7 @@ def _variant(config: Int8Config) -> str | None:
 
 
 def _evaluate(reference: Session, path: Path, manifest: Manifest, source: DataSource, *, target: str,
-              debug: bool) -> Parity:
+              debug: bool) -> Parity | DenseParity:
     """Parity of the quantized graph in onnxruntime on the CPU.
 
     The cpu target runs as deployed (ORT's optimized int8 kernels). The tensorrt target's graph is
@@ -213,8 +236,7 @@ def _evaluate(reference: Session, path: Path, manifest: Manifest, source: DataSo
             stack.enter_context(onnxruntime_log_severity(3))  # no per-node constant-folding warnings
         candidate = stack.enter_context(OnnxRuntimeSession(path, manifest=manifest, provider="cpu",
                                                            optimize=target == "cpu"))
-        return measure_parity(reference, candidate, source, manifest.preprocess,
-                              batch_size=min(32, manifest.batch.max))
+        return measure_task_parity(reference, candidate, source, manifest, batch_size=min(32, manifest.batch.max))
 
 
 def _sensitivity(parent: Path, quantized: Path, cset: CalibrationSet, manifest: Manifest, config: Int8Config,
@@ -238,25 +260,29 @@ def _quantizer_versions(target: str) -> dict[str, str]:
 
 
 class RecordedSession(Session):
-    """A reference whose logits are computed once per distinct batch and replayed after (keyed by the batch bytes)."""
+    """A reference whose outputs are computed once per distinct batch and replayed after (keyed by the batch's
+    shape and bytes): ``run`` and ``run_outputs`` both replay ``inner.run_outputs``, every output of the model."""
 
     def __init__(self, inner: Session) -> None:
         self.inner = inner
-        self.backend = inner.backend
-        self.input_dtype = inner.input_dtype
-        self.sample_shape = inner.sample_shape
-        self.min_batch, self.max_batch = inner.min_batch, inner.max_batch
-        self._logits: dict[str, np.ndarray] = {}
+        for name in ("backend", "manifest", "input_name", "input_dtype", "sample_shape", "min_batch", "max_batch",
+                     "output_names", "size_range"):
+            setattr(self, name, getattr(inner, name))
+        self._outputs: dict[str, dict[str, np.ndarray]] = {}
 
     @property
     def description(self) -> str:
         return self.inner.description
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        key = hashlib.sha256(memoryview(batch).cast("B")).hexdigest()
-        if key not in self._logits:
-            self._logits[key] = self.inner.run(batch)
-        return self._logits[key]
+        return self._run_outputs(batch)[self.output_names[0]]
+
+    def _run_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        h = hashlib.sha256(f"{batch.dtype}{batch.shape}".encode())
+        h.update(memoryview(batch).cast("B"))
+        if (key := h.hexdigest()) not in self._outputs:
+            self._outputs[key] = self.inner.run_outputs(batch)
+        return self._outputs[key]
 
     def close(self) -> None:
         self.inner.close()

@@ -7,10 +7,19 @@ into one raw file in the work folder (uint8 NHWC images, or float32 NCHW tensors
 that hold normalised arrays) and read back one batch at a time: memory stays bounded by a batch,
 whatever the set's size. The sha256 of the set is taken over exactly those bytes, i.e. over what
 the model sees after resize and crop, so it changes when the data or the preprocessing does.
+
+Segmentation and backbone models take whole images at their own aspect (short side ``resize``,
+no crop: ``preprocess.crop`` 0), but a calibration batch is one array, so its samples need one
+size. They are cut as a classifier's are with the crop set to ``resize``: the short side resized
+to ``resize``, then the center square of that side (``calibration_preprocess``). Activation
+statistics are per tensor or per channel, so a square view of the same images at the deployed
+scale gives the ranges the whole images would; the border strips of the long side are left out.
+``resize`` is within the graph's ``size`` bounds by construction (``export.onnx.dense_size_range``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +42,11 @@ BATCH_PIXELS = 4 * 224 * 224
 MAX_BATCH = 32
 
 
+def calibration_preprocess(pp: Preprocess) -> Preprocess:
+    """How calibration samples are cut: ``pp`` itself for a crop; uncropped (dense) models the center square at ``resize``."""
+    return pp if pp.crop else dataclasses.replace(pp, crop=pp.resize)
+
+
 def calibration_batch_size(image_size: int) -> int:
     """Samples per calibration batch for ``image_size`` x ``image_size`` inputs (1..32)."""
     return max(1, min(MAX_BATCH, BATCH_PIXELS // (image_size * image_size)))
@@ -49,6 +63,11 @@ class CalibrationSet:
     skipped: int  # non-images at listing plus undecodable files while streaming
     sha256: str  # over dtype, shape and the bytes of every sample, in order
     description: str  # the source, e.g. "digits:train (512 samples)"
+
+    @property
+    def side(self) -> int:
+        """The side of the square samples, pixels."""
+        return self.sample_shape[0] if self.dtype == "uint8" else self.sample_shape[1]
 
     def summary(self, method: str, *, limit: int | None = None) -> dict:
         """The manifest's ``source.calibration`` entry (for the first ``limit`` samples when a tool used only those)."""
@@ -96,7 +115,11 @@ class CalibrationSet:
 
 def spool_calibration(source: DataSource, pp: Preprocess, folder: Path, *,
                       minimum: int = MIN_CALIBRATION_IMAGES) -> CalibrationSet:
-    """Decode and preprocess ``source`` once into ``folder/calibration.raw``; refuse fewer than ``minimum`` samples."""
+    """Decode and preprocess ``source`` once into ``folder/calibration.raw``; refuse fewer than ``minimum`` samples.
+
+    ``pp``: the model's preprocessing; an uncropped one calibrates on center squares (``calibration_preprocess``).
+    """
+    pp = calibration_preprocess(pp)
     path = folder / "calibration.raw"
     h = hashlib.sha256()
     count, dtype, shape = 0, None, None

@@ -1,9 +1,12 @@
-"""Per-layer sensitivity to INT8: how far the logits move when only that layer is quantized.
+"""Per-layer sensitivity to INT8: how far the model's outputs move when only that layer is quantized.
 
 For each layer the quantizer quantized (a node fed by DequantizeLinear), the FP32 parent gets
 just that layer's Q/DQ pairs, with the scales and zero points the quantizer calibrated, and
-runs on calibration samples next to the plain parent. The score is the relative squared logit
-error, sum (q - f)^2 / sum f^2. Calibration samples, not the evaluation set: choosing layers
+runs on calibration samples next to the plain parent. The score is the relative squared error
+of each graph output, sum (q - f)^2 / sum f^2, summed over the outputs: a classifier's logits,
+a segmentation model's per-pixel scores, each stage output of a backbone (each relative to its
+own power, so a stage with large activations does not drown the others, as the gate's
+per-output cosine does not). Calibration samples, not the evaluation set: choosing layers
 on the data the gate is measured on would tune the gate to itself.
 
 Q/DQ is inserted on the parent's own tensors, so it does not matter that a quantizer dropped a
@@ -34,7 +37,7 @@ _QDQ = ("QuantizeLinear", "DequantizeLinear")
 class LayerSensitivity:
     node: str
     op_type: str
-    error: float  # relative squared logit error vs FP32 with only this layer quantized
+    error: float  # relative squared output error vs FP32 with only this layer quantized (summed over outputs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,19 +92,28 @@ def layer_sensitivity(parent: Path, quantized: Path, cset: CalibrationSet, manif
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
 
-    def logits(proto_bytes: bytes) -> list[np.ndarray]:
+    def outputs(proto_bytes: bytes) -> list[list[np.ndarray]]:
+        """Every graph output (float32, as the graph computes them) of each calibration batch."""
         sess = ort.InferenceSession(proto_bytes, opts, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
-        return [sess.run(None, {name: x})[0].astype(np.float64) for x in batches]
+        return [sess.run(None, {name: x}) for x in batches]
 
-    reference = logits(model.SerializeToString())
-    power = sum(float((r ** 2).sum()) for r in reference)
+    def squared(batches_outs: list[list[np.ndarray]], minus: list[list[np.ndarray]] | None = None) -> np.ndarray:
+        """Per output, the sum over batches of the squares (of the difference from ``minus``), in float64."""
+        total = np.zeros(len(batches_outs[0]))
+        for b, outs in enumerate(batches_outs):
+            for i, o in enumerate(outs):
+                d = o.astype(np.float64) - (0.0 if minus is None else minus[b][i])
+                total[i] += float(np.square(d).sum())
+        return total
+
+    reference = outputs(model.SerializeToString())
+    power = squared(reference)
     results = []
     for name, (op_type, quants) in layers.items():
         with _only_layer_quantized(model, name, quants):
-            outs = logits(model.SerializeToString())
-        err = sum(float(((o - r) ** 2).sum()) for o, r in zip(outs, reference))
-        results.append(LayerSensitivity(name, op_type, err / power if power > 0 else err))
+            err = squared(outputs(model.SerializeToString()), reference)
+        results.append(LayerSensitivity(name, op_type, float(np.where(power > 0, err / np.maximum(power, 1e-300), err).sum())))
     order = {name: i for i, name in enumerate(layers)}
     return sorted(results, key=lambda s: (-s.error, order[s.node]))
 

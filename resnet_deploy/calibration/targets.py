@@ -61,10 +61,18 @@ class Int8Target:
         getattr(self._backend(), f"quantize_{self.name}")(parent, reader, output, method=method, exclude=exclude,
                                                           high_precision=high_precision, debug=debug, **extra)
 
-    def check(self, model: onnx.ModelProto, *, excluded: Sequence[str] = (), variant: str | None = None) -> dict[str, int]:
-        """Check the quantized graph's Q/DQ placement for this target (and ``variant``); counts of what it found."""
+    def check(self, model: onnx.ModelProto, *, excluded: Sequence[str] = (), variant: str | None = None,
+              float_outputs: bool = True) -> dict[str, int]:
+        """Check the quantized graph's Q/DQ placement for this target (and ``variant``); counts of what it found.
+
+        ``float_outputs``: no graph output may come from Q/DQ (logits, segmentation scores: a quantized
+        range would clip them). A backbone's stage outputs are feature maps the next stage reads
+        quantized as well; there the quantizers' Q/DQ on them is the INT8 graph, and the gate's
+        per-output cosine measures it (``float_outputs=False``).
+        """
         extra = {} if variant is None else {"variant": variant}
-        return getattr(self._backend(), f"check_{self.name}_qdq")(model, excluded=excluded, **extra)
+        return getattr(self._backend(), f"check_{self.name}_qdq")(model, excluded=excluded, float_outputs=float_outputs,
+                                                                  **extra)
 
 
 TARGETS: dict[str, Int8Target] = {t.name: t for t in (

@@ -112,13 +112,13 @@ def _ort_quantization_restored() -> Iterator[None]:
 # ----------------------------------------------------------------------------- checking the result
 
 
-def check_tensorrt_qdq(model: onnx.ModelProto, *, excluded: Sequence[str] = ()) -> dict[str, int]:
+def check_tensorrt_qdq(model: onnx.ModelProto, *, excluded: Sequence[str] = (), float_outputs: bool = True) -> dict[str, int]:
     """Raise DeployError unless ``model`` has TensorRT's Q/DQ placement; return counts for the manifest.
 
     Checks: at least one Q/DQ pair; every zero point 0 and int8; every Conv/Gemm weight quantized
     per output channel; the identity input of every residual Add next to a quantized Conv through a
     DequantizeLinear (unless a layer kept in high precision reads that tensor too); no Q/DQ
-    producing a graph output.
+    producing a graph output (unless not ``float_outputs``: a backbone's, ``Int8Target.check``).
     """
     from onnx import numpy_helper
 
@@ -175,7 +175,7 @@ def check_tensorrt_qdq(model: onnx.ModelProto, *, excluded: Sequence[str] = ()) 
             unfused += 1
         else:
             problems.append(f"residual {node.name} has no Q/DQ on its identity input")
-    for out in graph.output:
+    for out in graph.output if float_outputs else ():
         src = producer.get(out.name)
         if src is not None and src.op_type in ("QuantizeLinear", "DequantizeLinear"):
             problems.append(f"graph output {out.name} comes from {src.op_type}")

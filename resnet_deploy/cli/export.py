@@ -211,8 +211,8 @@ def _report_child(result, *, t0: float) -> None:
                               "[default: digits for the demo weights, else random inputs].")
 @click.option("--calib-count", type=click.IntRange(min=1), default=32, show_default=True,
               help="Calibration samples (AutoCast keeps every activation of each in memory: keep it small).")
-@_data_option("--eval-data", "Held-out labelled data for the FP16 gate vs PyTorch (digits: their eval part) "
-                             "[default: digits for the demo weights].")
+@_data_option("--eval-data", "Held-out data for the FP16 gate vs PyTorch (digits: their eval part), labelled for "
+                             "a classifier [default: the demo weights' own].")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output .onnx (its manifest goes to OUTPUT.json).")
 @overwrite_option
@@ -220,7 +220,9 @@ def _report_child(result, *, t0: float) -> None:
 def fp16_cmd(model, calib_data, calib_count, eval_data, output, overwrite, debug):
     """Convert the FP32 MODEL to FP16 with ModelOpt AutoCast (FP32 inputs and outputs kept).
 
-    Published only if top-1 agreement with PyTorch is >= 99.5% and the top-1 drop <= 0.2 points.
+    Published only if the task's gate against PyTorch holds: for a classifier top-1 agreement
+    >= 99.5% and a top-1 drop <= 0.2 points; for segmentation pixel agreement >= 99.5%; for a
+    backbone each output's cosine >= 0.999 (docs/tasks.md).
 
     \b
     Example:
@@ -258,10 +260,11 @@ def fp16_cmd(model, calib_data, calib_count, eval_data, output, overwrite, debug
 @click.option("--high-precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
               help="Type of what stays unquantized (tensorrt target; fp16 engines fail to build on Orin with "
                    "TensorRT 10.16, NVIDIA/TensorRT#4832).")
-@_data_option("--eval-data", "Held-out labelled data for the accuracy gate (digits: their eval part) "
-                             "[default: digits for the demo weights].")
-@click.option("--max-drop", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Largest top-1 drop vs PyTorch, in points, that may be published.")
+@_data_option("--eval-data", "Held-out data for the accuracy gate (digits: their eval part), labelled for a "
+                             "classifier [default: the demo weights' own].")
+@click.option("--max-drop", type=click.FloatRange(min=0), default=None,
+              help="Largest drop vs PyTorch, in points, that may be published: top-1 for a classifier, mIoU for "
+                   "segmentation (on data with masks) [default: 1.0]. A backbone is gated by cosine instead.")
 @click.option("--max-kept", type=click.IntRange(min=0), default=None,
               help="Most layers the fallback may keep in high precision to meet --max-drop "
                    "(0: no fallback) [default: half of the quantized layers].")
@@ -274,8 +277,10 @@ def int8_cmd(model, calib_data, calib_count, method, target, high_precision, eva
              output, overwrite, debug):
     """Quantize the FP32 MODEL to INT8 (explicit Q/DQ), calibrated on real data, gated against PyTorch.
 
-    If the top-1 drop exceeds --max-drop, the most sensitive layers are kept in high precision
-    until it does not; if it never does, nothing is published (exit 1).
+    If the task's gate misses (classifiers: the top-1 drop exceeds --max-drop; segmentation: the
+    mIoU drop does, or pixel agreement < 98% on data without masks; backbones: an output's cosine
+    < 0.98), the most sensitive layers are kept in high precision until it holds; if it never
+    does, nothing is published (exit 1).
 
     \b
     Example:
@@ -288,13 +293,12 @@ def int8_cmd(model, calib_data, calib_count, method, target, high_precision, eva
     from resnet_deploy.data import open_source
     from resnet_deploy.export.artifact import check_outputs
     from resnet_deploy.export.int8 import int8_from_onnx
-    from resnet_deploy.parity import Gate
 
     t0 = time.perf_counter()
     if calib_data is None:
         raise click.UsageError("--calib-data is required: an image folder, .npy/.npz or 'digits' "
                                "(INT8 scales are never made up)")
-    config = Int8Config(target=target, method=method, high_precision=high_precision, gate=Gate(max_drop=max_drop),
+    config = Int8Config(target=target, method=method, high_precision=high_precision, gate=_int8_gate(model, max_drop),
                         max_kept=max_kept, use_cache=not no_cache)
     config.validate()
     check_outputs(output, overwrite=overwrite)
@@ -311,6 +315,24 @@ def int8_cmd(model, calib_data, calib_count, method, target, high_precision, eva
         host = cpu["build_host"]
         click.echo(f"int8 (cpu): {cpu['variant']}, exact on {families_text(cpu['valid_for'])}; gated on "
                    f"{host.get('cpu') or '?'} ({host.get('family') or 'unknown'}), onnxruntime {host.get('onnxruntime')}")
+
+
+def _int8_gate(model: Path, max_drop: float | None):
+    """``--max-drop`` as the INT8 gate of MODEL's task (None: the task's default, ``parity.task_gate``)."""
+    import dataclasses
+
+    from resnet_deploy.export.artifact import parent_manifest
+    from resnet_deploy.parity import Gate, task_gate
+
+    if max_drop is None:
+        return None
+    task = parent_manifest(model).task
+    if task == "classify":
+        return Gate(max_drop=max_drop)
+    if task == "segment":
+        return dataclasses.replace(task_gate("segment", "int8"), max_miou_drop=max_drop)
+    raise click.UsageError(f"--max-drop is a top-1 or mIoU drop; {model} is a {task}, gated by each output's "
+                           "cosine (docs/tasks.md)")
 
 
 @cli.command("pipeline")

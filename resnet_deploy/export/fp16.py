@@ -8,9 +8,15 @@ keeps every activation of every sample in memory (ResNet-50 at 224x224: 3.2 GiB 
 samples, 4.8 GiB with 32, measured), so it gets at most 8 samples at 224x224, more for smaller
 images (``AUTOCAST_PIXELS``); ranges need a few real samples, not statistics.
 
+Segmentation and backbone graphs take any height and width; their calibration samples are the
+center squares ``calibration.readers`` cuts at the short side ``resize``, so the sample count
+follows that area. (AutoCast's random-input fallback would pick sizes itself; pass real samples.)
+
 Inputs and outputs stay FP32 (``keep_io_types``): an application feeds the FP16 model the same
-arrays as the FP32 one. The result must pass the FP16 gate (top-1 agreement >= 99.5%, drop
-<= 0.2 points) against the PyTorch model on held-out data; otherwise nothing is published.
+arrays as the FP32 one. The result must pass the task's FP16 gate against the PyTorch model on
+held-out data (classifiers: top-1 agreement >= 99.5%, drop <= 0.2 points; segmentation and
+backbones: ``parity.FP16_DENSE_GATES``, image by image at each image's own size); otherwise
+nothing is published.
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ from resnet_deploy.calibration.readers import spool_calibration
 from resnet_deploy.calibration.workspace import private_copy, tool_scope
 from resnet_deploy.errors import DeployError, require
 from resnet_deploy.export.onnx import ExportResult
-from resnet_deploy.export.stage import derived_stage, onnx_opset
-from resnet_deploy.parity import FP16_GATE, Gate, measure_parity
+from resnet_deploy.export.stage import derived_stage, for_task, onnx_opset
+from resnet_deploy.parity import DenseGate, Gate, measure_task_parity, task_gate
 
 if TYPE_CHECKING:
     import onnx
@@ -44,7 +50,7 @@ _FLOAT, _FLOAT16 = 1, 10  # onnx.TensorProto.FLOAT / FLOAT16
 
 @dataclass(frozen=True)
 class Fp16Config:
-    gate: Gate = FP16_GATE
+    gate: Gate | DenseGate | None = None  # None: the task's (parity.FP16_GATE, parity.FP16_DENSE_GATES[task])
     max_calibration: int | None = None  # samples AutoCast runs on; None: AUTOCAST_PIXELS / image area
 
 
@@ -71,14 +77,15 @@ def fp16_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLike[
     seconds: dict[str, float] = {}
     with derived_stage(onnx_path, output, what="FP16", eval_source=eval_source, overwrite=overwrite) as stage:
         parent, work = stage.parent, stage.work
+        gate = task_gate(parent.task, "fp16", config.gate)
         calibration, npz = None, None
         if calib_source is not None:
-            cset = spool_calibration(calib_source.for_model(parent), parent.preprocess, work)
-            used = autocast_samples(parent.preprocess.crop, cset.count, config)
+            cset = spool_calibration(for_task(calib_source, parent), parent.preprocess, work)
+            used = autocast_samples(cset.side, cset.count, config)
             if used < cset.count:
                 warnings.warn(f"AutoCast keeps every activation of every sample in memory: it measures ranges on the "
-                              f"first {used} of {cset.count} calibration samples at {parent.preprocess.crop}x"
-                              f"{parent.preprocess.crop}", stacklevel=2)
+                              f"first {used} of {cset.count} calibration samples at {cset.side}x{cset.side}",
+                              stacklevel=2)
             npz = _write_npz(cset, parent, work / "calibration.npz", limit=used)
             calibration = cset.summary("autocast ranges", limit=used)
         t0 = time.perf_counter()
@@ -89,10 +96,10 @@ def fp16_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLike[
         onnx.save_model(model, str(candidate))
         t0 = time.perf_counter()
         with OnnxRuntimeSession(candidate, manifest=parent, provider="cpu") as sess:
-            parity = measure_parity(stage.reference, sess, stage.eval_source, parent.preprocess,
-                                    batch_size=min(32, parent.batch.max))
+            parity = measure_task_parity(stage.reference, sess, stage.eval_source, parent,
+                                         batch_size=min(32, parent.batch.max))
         seconds["parity_s"] = time.perf_counter() - t0
-        parity.check(config.gate, what="the FP16 ONNX")
+        parity.check(gate, what="the FP16 ONNX")  # type: ignore[arg-type]  # the gate fits the parity
         manifest = stage.manifest("fp16", model, parity=parity, calibration=calibration, details=_details(model, calibration))
         final = stage.publish(model, manifest)
     seconds["total_s"] = time.perf_counter() - t_start
@@ -120,11 +127,11 @@ def _autocast(parent: Path, npz: Path | None, work: Path, *, debug: bool) -> onn
 
 
 def _check_io(model: onnx.ModelProto, parent: Manifest) -> None:
-    """FP32 in and out, as asked (uint8 input for a uint8 parent); and something actually became FP16."""
+    """FP32 in and out, as asked (uint8 input for a uint8 parent), every output; and something actually became FP16."""
     want_in = _FLOAT if parent.input.dtype == "float32" else 2  # TensorProto.UINT8
     got_in = [i.type.tensor_type.elem_type for i in model.graph.input]
     got_out = [o.type.tensor_type.elem_type for o in model.graph.output]
-    if got_in != [want_in] or got_out != [_FLOAT]:
+    if got_in != [want_in] or not got_out or set(got_out) != {_FLOAT}:
         raise DeployError(f"AutoCast changed the model's I/O types (inputs {got_in}, outputs {got_out}); "
                           "expected them kept as in the FP32 model")
     if not any(init.data_type == _FLOAT16 for init in model.graph.initializer):

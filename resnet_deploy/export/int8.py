@@ -8,6 +8,7 @@ behind), the child manifest, and the atomic write. Nothing is published when the
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -18,7 +19,8 @@ from resnet_deploy.calibration.readers import spool_calibration
 from resnet_deploy.calibration.targets import TARGETS
 from resnet_deploy.calibration.workspace import private_copy
 from resnet_deploy.export.onnx import ExportResult
-from resnet_deploy.export.stage import derived_stage, onnx_opset
+from resnet_deploy.export.stage import derived_stage, for_task, onnx_opset
+from resnet_deploy.parity import task_gate
 
 if TYPE_CHECKING:
     from resnet_deploy.data import DataSource
@@ -30,9 +32,11 @@ def int8_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLike[
     """Quantize the FP32 ``onnx_path`` to INT8 at ``output`` (+ ``output.json``); publish only if the gate holds.
 
     ``calib_source``: the calibration samples (open with ``split="train"``, so digits calibrate on
-    their train part). ``eval_source``: held-out labelled data for the gate (default: digits:eval
-    for the demo weights). Raises GateError (nothing published) when the top-1 drop stays above
-    ``config.gate`` even with the allowed layers kept in high precision.
+    their train part; a segmentation or backbone parent calibrates on the center square of each
+    image at its ``resize``, ``calibration.readers``). ``eval_source``: held-out data for the gate
+    (default: the demo weights' own), labelled for a classifier. Raises GateError (nothing
+    published) when the task's gate (``config.gate``, else ``parity.INT8_GATE`` or
+    ``INT8_DENSE_GATES[task]``) misses even with the allowed layers kept in high precision.
     """
     import onnx
 
@@ -41,13 +45,13 @@ def int8_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLike[
     with derived_stage(onnx_path, output, what="INT8", eval_source=eval_source, overwrite=overwrite,
                        labels=True) as stage:
         parent, work = stage.parent, stage.work
-        cset = spool_calibration(calib_source.for_model(parent), parent.preprocess, work)
+        cset = spool_calibration(for_task(calib_source, parent), parent.preprocess, work)
         result = quantize_to_gate(private_copy(stage.onnx_path, work), stage.parent_sha256, parent, cset,
                                   reference=stage.reference, eval_source=stage.eval_source, workdir=work, config=config,
                                   debug=debug, log=log)
         model = onnx.load(str(result.path))
         manifest = stage.manifest("int8", model, parity=result.parity, calibration=cset.summary(config.method),
-                                  details=_details(model, result, config))
+                                  details=_details(model, result, config, task=parent.task))
         final = stage.publish(model, manifest)
     seconds = {**result.seconds, "total_s": time.perf_counter() - t_start}
     return ExportResult(stage.output, final, seconds)
@@ -62,7 +66,7 @@ def _precisions(config: Int8Config) -> dict[str, str]:
     return {"activations": TARGETS[config.target].activations, "weights": "int8 symmetric per output channel"}
 
 
-def _details(model, result, config: Int8Config) -> dict:
+def _details(model, result, config: Int8Config, *, task: str) -> dict:
     """The INT8 manifest's ``details``: the target's quantizer, what was kept, the gate and its attempts."""
     target = TARGETS[config.target]
     details = {
@@ -73,8 +77,7 @@ def _details(model, result, config: Int8Config) -> dict:
         "opset": onnx_opset(model),
         "kept_high_precision": result.kept,
         "structure": result.structure,
-        "gate": {"max_drop": config.gate.max_drop, "min_agreement": config.gate.min_agreement,
-                 "max_rel_diff": config.gate.max_rel_diff},
+        "gate": dataclasses.asdict(task_gate(task, "int8", config.gate)),
         "attempts": [a.to_dict() for a in result.attempts],
     }
     if config.target == "cpu":

@@ -10,7 +10,7 @@ only its own work (convert, quantize, check) between the two::
 
     with derived_stage(onnx_path, output, what="FP16", eval_source=ev, overwrite=ow) as stage:
         model = convert(private_copy(stage.onnx_path, stage.work))
-        parity = measure_parity(stage.reference, candidate, stage.eval_source, stage.parent.preprocess)
+        parity = measure_task_parity(stage.reference, candidate, stage.eval_source, stage.parent)
         final = stage.publish(model, stage.manifest("fp16", model, parity=parity, ...))
 """
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from resnet_deploy.data import DataSource
     from resnet_deploy.manifest import Manifest
-    from resnet_deploy.parity import Parity
+    from resnet_deploy.parity import DenseParity, Parity
     from resnet_deploy.runtime.session import Session
 
 #: the packages whose versions a derived ONNX artifact's manifest records
@@ -64,7 +64,7 @@ class Derived:
         """Publish the child with ``manifest`` and a copy of the parent's recorded reference."""
         return publish_onnx(model, self.output, manifest, overwrite=self.overwrite, reference=self.recorded)
 
-    def manifest(self, precision: str, model: onnx.ModelProto, *, parity: Parity, calibration: dict[str, Any] | None,
+    def manifest(self, precision: str, model: onnx.ModelProto, *, parity: Parity | DenseParity, calibration: dict[str, Any] | None,
                  details: dict[str, Any]) -> Manifest:
         """The child manifest: the parent's, with this stage's precision, lineage, parity and details."""
         source = {k: v for k, v in self.parent.source.items() if k in ("weights", "weights_sha256")}
@@ -88,8 +88,10 @@ def derived_stage(onnx_path: str | os.PathLike[str], output: str | os.PathLike[s
                   eval_source: DataSource | None, overwrite: bool, labels: bool = False) -> Iterator[Derived]:
     """Open a stage that derives ``output`` from the FP32 ``onnx_path`` (see the module docstring).
 
-    ``what`` names the stage in messages ("FP16", "INT8"); ``labels``: the gate needs labelled
-    evaluation data (a top-1 drop), checked on the first sample before any expensive work.
+    ``what`` names the stage in messages ("FP16", "INT8"); ``labels``: a classifier's gate needs
+    labelled evaluation data (a top-1 drop), checked on the first sample before any expensive work.
+    Segmentation and backbone parents need none: their gates compare outputs with the reference
+    (a segmentation gate scores mIoU where the data has masks, ``parity.DenseParity.failures``).
     """
     output = check_outputs(output, overwrite=overwrite)
     onnx_path = Path(onnx_path)
@@ -99,11 +101,8 @@ def derived_stage(onnx_path: str | os.PathLike[str], output: str | os.PathLike[s
     if parent.precision != "fp32":
         raise UsageError(f"{onnx_path}: is {parent.precision}; {what} starts from the FP32 ONNX "
                          "(the converters refuse graphs that are already converted)")
-    if parent.task != "classify":
-        raise UsageError(f"{onnx_path}: is a {parent.task} model; {what} conversion is for classifiers so far "
-                         "(its gate measures logits)")
-    eval_source = evaluation_source(parent, eval_source, what=what).for_model(parent)
-    if labels:
+    eval_source = for_task(evaluation_source(parent, eval_source, what=what), parent)
+    if labels and parent.task == "classify":
         require_labels(eval_source, parent)
     parent_sha = sha256_file(onnx_path)
     recorded = read_recorded(onnx_path, parent, missing_ok=True)
@@ -145,8 +144,20 @@ def evaluation_source(manifest: Manifest, eval_source: DataSource | None, *, wha
         from resnet_deploy.data import open_source
 
         return open_source(weights.default_data, split="eval")
+    if manifest.task != "classify":
+        raise UsageError(f"{what} needs evaluation data for its accuracy gate: pass `eval_source` (an image folder, "
+                         "an .npy/.npz of images, or 'digits')")
     raise UsageError(f"{what} needs evaluation data for its accuracy gate: pass `eval_source` (an image folder with "
                      "class sub-folders, a labelled .npz, or 'digits')")
+
+
+def for_task(source: DataSource, parent: Manifest) -> DataSource:
+    """``source`` bound to ``parent``'s classes where they score it: a classifier's image labels, a segmentation
+    model's masks (``DataSource.for_model``). Image labels mean nothing to segmentation and backbone models
+    (a digit's class is not a pixel class), so there they are left unbound and unchecked."""
+    if parent.task == "classify" or (parent.task == "segment" and source.has_masks):
+        return source.for_model(parent)
+    return source
 
 
 def require_labels(source: DataSource, manifest: Manifest) -> None:
