@@ -8,7 +8,7 @@ output makes the comparison fail, never pass (docs/reliability.md, promise 4).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -341,6 +341,19 @@ def task_gate(task: str, precision: str, given: Gate | DenseGate | None = None) 
         want = "Gate (top-1)" if task == "classify" else "DenseGate (pixel agreement, mIoU, cosine)"
         raise UsageError(f"a {type(given).__name__} cannot judge a {task} model: it takes a {want}")
     return given
+
+
+def int8_gate_with_drop(task: str, max_drop: float) -> Gate | DenseGate:
+    """The INT8 gate of ``task`` allowing a drop of ``max_drop`` points: top-1 (classify), mIoU (segment).
+
+    A backbone has no drop to allow (its gate is each output's cosine): refused.
+    """
+    if task == "classify":
+        return Gate(max_drop=max_drop)
+    if task == "segment":
+        return replace(INT8_DENSE_GATES["segment"], max_miou_drop=max_drop)
+    raise UsageError(f"a drop of {max_drop} points is a top-1 or mIoU drop; a {task} is gated by each output's "
+                     "cosine (docs/tasks.md)")
 
 
 def measure_task_parity(reference: Session, candidate: Session, source: DataSource, manifest: Manifest, *,

@@ -319,20 +319,10 @@ def int8_cmd(model, calib_data, calib_count, method, target, high_precision, eva
 
 def _int8_gate(model: Path, max_drop: float | None):
     """``--max-drop`` as the INT8 gate of MODEL's task (None: the task's default, ``parity.task_gate``)."""
-    import dataclasses
-
     from resnet_deploy.export.artifact import parent_manifest
-    from resnet_deploy.parity import Gate, task_gate
+    from resnet_deploy.parity import int8_gate_with_drop
 
-    if max_drop is None:
-        return None
-    task = parent_manifest(model).task
-    if task == "classify":
-        return Gate(max_drop=max_drop)
-    if task == "segment":
-        return dataclasses.replace(task_gate("segment", "int8"), max_miou_drop=max_drop)
-    raise click.UsageError(f"--max-drop is a top-1 or mIoU drop; {model} is a {task}, gated by each output's "
-                           "cosine (docs/tasks.md)")
+    return None if max_drop is None else int8_gate_with_drop(parent_manifest(model).task, max_drop)
 
 
 @cli.command("pipeline")
