@@ -157,3 +157,27 @@ def test_a_classifiers_gate_cannot_judge_a_dense_model():
     with pytest.raises(UsageError, match="a DenseGate cannot judge a classify model"):
         task_gate("classify", "fp16", DenseGate(min_cosine=0.9))
     assert json.dumps(dataclasses.asdict(task_gate("backbone", "fp16")))  # what a manifest records
+
+
+def test_cpu_int8_keeps_two_readers_of_one_folded_relu_in_fp32(fcn18, tmp_path):
+    """A residual block's Relu output feeds the next conv and the next Add; keeping both restores one Relu copy."""
+    import onnx
+    import onnxruntime as ort
+
+    parent = onnx.load(str(fcn18.path))
+    readers: dict[str, list[str]] = {}
+    for node in parent.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node.name)
+    relus = [n.output[0] for n in parent.graph.node if n.op_type == "Relu"]
+    pair = next(readers[t] for t in relus if len(readers.get(t, [])) == 2)
+    manifest = read_manifest(fcn18.path)
+    cset = spool_calibration(calib(), manifest.preprocess, tmp_path)
+    out = tmp_path / "q.onnx"
+    TARGETS["cpu"].quantize(fcn18.path, cset.reader(manifest, batch_size=8), out, method="max", exclude=pair,
+                            variant="u8s8-w7")
+    model = onnx.load(str(out))
+    names = [n.name for n in model.graph.node]
+    assert len(names) == len(set(names)) and sum(n.endswith("_fp32") for n in names) == 1
+    TARGETS["cpu"].check(model, excluded=pair, variant="u8s8-w7")
+    ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])  # a valid graph
