@@ -8,7 +8,7 @@ output makes the comparison fail, never pass (docs/reliability.md, promise 4).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -351,6 +351,8 @@ def int8_gate_with_drop(task: str, max_drop: float) -> Gate | DenseGate:
     if task == "classify":
         return Gate(max_drop=max_drop)
     if task == "segment":
+        from dataclasses import replace
+
         return replace(INT8_DENSE_GATES["segment"], max_miou_drop=max_drop)
     raise UsageError(f"a drop of {max_drop} points is a top-1 or mIoU drop; a {task} is gated by each output's "
                      "cosine (docs/tasks.md)")
