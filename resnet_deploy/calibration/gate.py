@@ -259,9 +259,15 @@ def _quantizer_versions(target: str) -> dict[str, str]:
     return package_versions(*TARGETS[target].packages)
 
 
+#: the most bytes of reference outputs ``RecordedSession`` keeps; beyond it the reference runs again. Logits
+#: are small; a backbone's c2 at 520x693 is 23 MB per image in float32, and a set of such images would not fit.
+RECORDED_BYTES = 1 << 30
+
+
 class RecordedSession(Session):
     """A reference whose outputs are computed once per distinct batch and replayed after (keyed by the batch's
-    shape and bytes): ``run`` and ``run_outputs`` both replay ``inner.run_outputs``, every output of the model."""
+    shape and bytes): ``run`` and ``run_outputs`` both replay ``inner.run_outputs``, every output of the model,
+    as far as ``RECORDED_BYTES`` holds them."""
 
     def __init__(self, inner: Session) -> None:
         self.inner = inner
@@ -269,6 +275,7 @@ class RecordedSession(Session):
                      "output_names", "size_range"):
             setattr(self, name, getattr(inner, name))
         self._outputs: dict[str, dict[str, np.ndarray]] = {}
+        self._bytes = 0
 
     @property
     def description(self) -> str:
@@ -280,9 +287,14 @@ class RecordedSession(Session):
     def _run_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         h = hashlib.sha256(f"{batch.dtype}{batch.shape}".encode())
         h.update(memoryview(batch).cast("B"))
-        if (key := h.hexdigest()) not in self._outputs:
-            self._outputs[key] = self.inner.run_outputs(batch)
-        return self._outputs[key]
+        if (key := h.hexdigest()) in self._outputs:
+            return self._outputs[key]
+        outputs = self.inner.run_outputs(batch)
+        size = sum(a.nbytes for a in outputs.values())
+        if self._bytes + size <= RECORDED_BYTES:
+            self._outputs[key] = outputs
+            self._bytes += size
+        return outputs
 
     def close(self) -> None:
         self.inner.close()

@@ -136,7 +136,7 @@ def test_sensitivity_scores_every_output_of_a_backbone(backbone18, tmp_path):
     assert len(ranking) > 10 and all(np.isfinite(s.error) and s.error > 0 for s in ranking)
 
 
-def test_recorded_reference_replays_every_output(backbone18):
+def test_recorded_reference_replays_every_output(backbone18, monkeypatch):
     inner = reference_from_manifest(read_manifest(backbone18.path), backbone18.path)
     calls = []
     real = inner._run_outputs
@@ -148,6 +148,11 @@ def test_recorded_reference_replays_every_output(backbone18):
     assert calls == [(1, 3, 64, 80)]
     rec.run_outputs(batch[:, :, :, :64].copy())  # another size: another entry
     assert len(calls) == 2
+    monkeypatch.setattr("resnet_deploy.calibration.gate.RECORDED_BYTES", 0)  # nothing more fits: run again
+    fresh = RecordedSession(inner)
+    fresh.run_outputs(batch)
+    fresh.run_outputs(batch)
+    assert len(calls) == 4
 
 
 def test_a_classifiers_gate_cannot_judge_a_dense_model():
