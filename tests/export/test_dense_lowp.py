@@ -58,9 +58,12 @@ def assert_child_of(child, parent_path, precision):
 
 
 def test_fp16_segmentation_and_backbone_publish_gated_by_their_task(fcn18, backbone18, photos_folder, tmp_path):
-    seg = fp16_from_onnx(fcn18.path, tmp_path / "seg.fp16.onnx", calib_source=calib(),
-                         eval_source=open_source(photos_folder))
-    m = assert_child_of(seg.path, fcn18.path, "fp16")
+    seg = tmp_path / "seg.fp16.onnx"
+    r = CliRunner().invoke(cli, ["fp16", str(fcn18.path), "--calib-data", "digits", "--calib-count", str(CALIB),
+                                 "--eval-data", str(photos_folder), "-o", str(seg)])
+    assert r.exit_code == 0, r.output
+    assert "fcn_resnet18 segment, fp16" in r.output and "pixel agreement" in r.output
+    m = assert_child_of(seg, fcn18.path, "fp16")
     assert m.parity["pixels"] == 2 * 64 * 95 and m.parity["pixel_agreement"] >= 0.995  # 427x640 -> 64x95, each
     assert m.source["calibration"]["count"] == CALIB
     bb = fp16_from_onnx(backbone18.path, tmp_path / "bb.fp16.onnx", calib_source=calib(),
