@@ -65,6 +65,12 @@ class SizeRange:
     opt: tuple[int, int] = (520, 693)
     max: int = 1024
 
+    @staticmethod
+    def tuned(resize: int, max_size: int | None = None) -> tuple[int, int]:
+        """The (height, width) a dense model is tuned and timed at: a 4:3 landscape image at short side ``resize``."""
+        width = round(resize * 4 / 3)
+        return resize, width if max_size is None else min(max_size, width)
+
     def check(self, height: int, width: int) -> str | None:
         """None when ``height`` x ``width`` is within bounds, else what is wrong, in words."""
         if self.min <= height <= self.max and self.min <= width <= self.max:
@@ -184,3 +190,9 @@ def package_versions(*names: str) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+def require_classifier(manifest: Manifest, path: object, *, what: str) -> None:
+    """Refuse, in one line, a segmentation or backbone artifact where ``what`` handles classifiers only."""
+    if manifest.task != "classify":
+        raise UsageError(f"{path}: is a {manifest.task} model; {what} takes classifiers so far (docs/tasks.md)")
