@@ -715,3 +715,39 @@ def test_real_tampered_engine_refused(demo18_plan, tmp_path):
     manifest_path(path).write_bytes(manifest_path(demo18_plan).read_bytes())
     with pytest.raises(UsageError, match="does not match the sha256"):
         open_session(path)
+
+
+@pytest.fixture(scope="module")
+def fcn18_plan(tmp_path_factory):
+    """A real FCN-ResNet18 (5 classes, untrained) ONNX, sizes 32..256, and its engine over 32..160."""
+    import warnings
+
+    from resnet_deploy.export.onnx import OnnxConfig, onnx_from_torch
+    from resnet_deploy.export.tensorrt import EngineConfig, engine_from_onnx
+    from resnet_deploy.weights import load_model
+
+    folder = tmp_path_factory.mktemp("fcn18")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = load_model("resnet18", None, task="segment", num_classes=5)
+    onnx = onnx_from_torch(loaded, folder / "fcn18.onnx", config=OnnxConfig(resize=64, max_size=256, max_batch=4)).path
+    plan = folder / "fcn18.plan"
+    engine_from_onnx(onnx, plan, config=EngineConfig(max_batch=2, opt_size=(64, 80), max_size=160, workspace_mib=1024))
+    return onnx, plan
+
+
+@pytest.mark.tensorrt
+@tensorrt_only
+def test_real_segmentation_engine_matches_onnxruntime_at_several_sizes(fcn18_plan):
+    onnx, plan = fcn18_plan
+    rng = np.random.default_rng(0)
+    with open_session(onnx) as ort_session, open_session(plan) as session:
+        assert session.size_range == SizeRange(32, (64, 80), 160) and session.output_names == ("scores",)
+        for n, h, w in ((1, 64, 80), (2, 160, 96), (1, 32, 48), (2, 64, 80)):
+            x = rng.standard_normal((n, 3, h, w)).astype(np.float32)
+            ref, out = ort_session.run(x), session.run(x)
+            assert out.shape == ref.shape == (n, 5, h, w)
+            assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.99  # TF32 convolutions on Ampere+
+            assert np.abs(out - ref).max() <= 0.05 * np.abs(ref).max()
+        with pytest.raises(UsageError, match=r"outside this model's sizes \(height and width each in 32\.\.160\)"):
+            session.run(np.zeros((1, 3, 192, 64), np.float32))
