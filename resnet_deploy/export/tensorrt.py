@@ -2,7 +2,9 @@
 
 Precision lives in the ONNX (FP16 through Cast nodes, INT8 through Q/DQ nodes), so the network is
 created STRONGLY_TYPED and no precision flag is set: TensorRT 11 removed them, and 10.12+ rejects
-them on a strongly typed network (docs/tensorrt.md). Same builder calls on 10.x and 11.x, after
+them on a strongly typed network (docs/tensorrt.md). The one optimization profile spans the batch
+and, for segmentation and backbone ONNX, height and width, from the ONNX manifest's bounds or
+narrower ones. Same builder calls on 10.x and 11.x, after
 NVIDIA/TensorRT ``samples/python/introductory_parser_samples/onnx_resnet50.py`` and
 ``samples/python/common.py`` (timing cache).
 """

@@ -401,18 +401,18 @@ class TensorRTSession(Session):
                     hi: tuple[int, ...]) -> SizeRange | None:
         """The engine profile's height/width range (None: fixed), checked against the manifest's ``size``."""
         h, w = self.hw_axes
-        if len(shape) != 4 or (shape[h] >= 0 and shape[w] >= 0):
-            engine = None
-        elif lo[h] == lo[w] and hi[h] == hi[w]:
-            engine = SizeRange(min=lo[h], opt=(opt[h], opt[w]), max=hi[h])
-        else:  # a profile of another form (trtexec): TensorRT's set_input_shape is the only check
-            engine = None
+        dynamic = len(shape) == 4 and (shape[h] < 0 or shape[w] < 0)
+        # A profile of another form (trtexec's, not a square box) leaves TensorRT's set_input_shape as the check.
+        engine = SizeRange(min=lo[h], opt=(opt[h], opt[w]), max=hi[h]) \
+            if dynamic and lo[h] == lo[w] and hi[h] == hi[w] else None
         if self.manifest is None:
             return engine
         given = self.manifest.size
-        if (given is None) != (engine is None) or (given and engine and (given.min, given.max) != (engine.min, engine.max)):
+        bounds = [None if r is None else (r.min, r.max) for r in (given, engine)]
+        if bounds[0] != bounds[1]:
             said = "a fixed size" if given is None else f"sizes {given.min}..{given.max}"
-            took = "a fixed size" if engine is None else f"sizes {engine.min}..{engine.max}"
+            took = (f"sizes {engine.min}..{engine.max}" if engine else
+                    f"heights {lo[h]}..{hi[h]} and widths {lo[w]}..{hi[w]}" if dynamic else "a fixed size")
             raise UsageError(f"{self.path}: its manifest says {said} but the engine's profile takes {took}: "
                              "the manifest belongs to another model")
         return given
