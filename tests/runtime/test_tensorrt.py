@@ -588,6 +588,20 @@ def test_segmenter_outputs_follow_each_calls_height_and_width(tmp_path, dense_tr
     assert fake_cudart.live() == 0
 
 
+@pytest.mark.parametrize("dense_trt", [SEGMENTER], indirect=True)
+def test_segment_on_an_engine_gives_class_maps_at_each_images_own_size(tmp_path, dense_trt):
+    # the first frame's short side is the manifest's resize (16): it runs at its own size, so its
+    # class map is exactly the argmax of the engine's scores; the second is resized to 24x16 and back
+    frames = [np.random.default_rng(i).integers(0, 256, (h, w, 3), dtype=np.uint8)
+              for i, (h, w) in enumerate([(16, 24), (48, 32)])]
+    with open_session(_dense_plan(tmp_path, dense_trt)) as session:
+        maps = session.segment(frames)
+        assert dense_trt.fake.context._shape == (1, 3, 24, 16)  # the second frame's, short side 16
+        assert [m.shape for m in maps] == [(16, 24), (48, 32)] and maps[0].dtype == np.int32
+        x = session.prepare_dense(frames[0])
+        np.testing.assert_array_equal(maps[0], np.einsum("nkhw,kc->nchw", x, SEG_WEIGHTS)[0].argmax(0))
+
+
 @pytest.mark.parametrize("dense_trt", [BACKBONE], indirect=True)
 def test_backbone_returns_every_named_output_in_the_manifests_order(tmp_path, dense_trt, fake_cudart):
     with open_session(_dense_plan(tmp_path, dense_trt)) as session:
