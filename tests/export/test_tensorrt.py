@@ -485,6 +485,17 @@ def test_size_options_refused_for_a_classifier(onnx_model, fake_trt):
         engine_from_onnx(onnx_model, onnx_model.parent / "model.plan", config=EngineConfig(max_size=64))
 
 
+@pytest.mark.parametrize("changes, match", [
+    ({"input": InputSpec(shape=(-1, 3, -1, -1))}, r"model.onnx: only the batch dimension \(and the height and width"),
+    ({"size": SEG_SIZE}, r"model.onnx: the ONNX manifest gives a size range but a fixed height/width"),
+])
+def test_dynamic_dimensions_must_be_those_the_manifest_bounds(onnx_model, fake_trt, changes, match):
+    write_text(manifest_path(onnx_model), _onnx_manifest().derive(**changes).to_json())
+    with pytest.raises(UsageError, match=match):
+        engine_from_onnx(onnx_model, onnx_model.parent / "model.plan")
+    assert fake_trt.fake.parsed is None
+
+
 def test_dense_network_outputs_must_match_the_manifest(dense_model, fake_trt):
     fake_trt.fake.output_names = ["out0"]
     with pytest.raises(UsageError, match=r"its manifest names outputs \[.*\], the network has \['out0'\]"):
