@@ -45,6 +45,11 @@ class InputSpec:
     shape: tuple[int, ...] = (-1, 3, 224, 224)  # -1 = dynamic batch
     color: str = "RGB"
 
+    @property
+    def hw_axes(self) -> tuple[int, int]:
+        """The axes of height and width in ``shape``: (1, 2) for NHWC, (2, 3) for NCHW."""
+        return (1, 2) if self.layout == "NHWC" else (2, 3)
+
 
 @dataclass(frozen=True)
 class BatchRange:
@@ -149,6 +154,11 @@ class Manifest:
         except json.JSONDecodeError as exc:
             raise UsageError(f"{origin}: manifest is not valid JSON ({exc})") from exc
         return cls.from_dict(data, origin=origin)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The graph's outputs in order: ``output.names`` (backbones), else the one ``output.name``."""
+        return tuple(self.output.get("names") or [self.output.get("name", "logits")])
 
     def derive(self, **changes: Any) -> Manifest:
         """A copy for a child artifact (FP16, INT8, engine) with ``changes`` applied."""

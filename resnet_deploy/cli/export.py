@@ -113,6 +113,17 @@ def onnx_cmd(arch, weights, num_classes, task, outputs, image_size, resize, min_
     click.echo(f"time: {time.perf_counter() - t0:.1f} s in all ({steps})")
 
 
+def height_width(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    """Callback of ``--opt-size``: ``HxW`` (trtexec's shape spelling, ``520x693``) or one number for a square."""
+    if value is None:
+        return None
+    parts = value.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+        raise click.BadParameter(f"{value!r} is not HEIGHTxWIDTH (e.g. 520x693) or one size", ctx, param)
+    h, w = (int(p) for p in parts * (3 - len(parts)))
+    return h, w
+
+
 @cli.command("trt")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
@@ -120,6 +131,12 @@ def onnx_cmd(arch, weights, num_classes, task, outputs, image_size, resize, min_
 @click.option("--min-batch", type=int, default=None, help="Profile minimum batch [default: the ONNX manifest's].")
 @click.option("--opt-batch", type=int, default=None, help="Batch TensorRT tunes for [default: the manifest's].")
 @click.option("--max-batch", type=int, default=None, help="Profile maximum batch [default: the manifest's].")
+@click.option("--min-size", type=int, default=None,
+              help="Segment/backbone: profile's smallest height and width [default: the manifest's].")
+@click.option("--opt-size", callback=height_width, default=None, metavar="HxW",
+              help="Segment/backbone: height x width TensorRT tunes for [default: the manifest's].")
+@click.option("--max-size", type=int, default=None,
+              help="Segment/backbone: profile's largest height and width [default: the manifest's].")
 @click.option("--workspace", "workspace_mib", type=int, default=None, metavar="MiB",
               help="Workspace memory limit in MiB (keep small on Jetson: memory is shared).")
 @click.option("--opt-level", "optimization_level", type=int, default=3, show_default=True, help="Builder optimization level 0..5.")
@@ -130,19 +147,21 @@ def onnx_cmd(arch, weights, num_classes, task, outputs, image_size, resize, min_
 @click.option("--inspect", is_flag=True, help="Print the engine inspector's layers and precisions as JSON.")
 @overwrite_option
 @debug_option
-def trt_cmd(model, output, min_batch, opt_batch, max_batch, workspace_mib, optimization_level, timing_cache,
-            hardware_compatibility, version_compat, inspect, overwrite, debug):
+def trt_cmd(model, output, min_batch, opt_batch, max_batch, min_size, opt_size, max_size, workspace_mib,
+            optimization_level, timing_cache, hardware_compatibility, version_compat, inspect, overwrite, debug):
     """Build a strongly typed TensorRT engine from MODEL (.onnx): precision comes from the ONNX itself.
 
     \b
     Example:
       resnet-export trt resnet50.int8.onnx -o resnet50.int8.plan --max-batch 32 --timing-cache trt.cache
+      resnet-export trt deeplab.onnx -o deeplab.plan --max-batch 4 --min-size 256 --opt-size 520x693 --max-size 768
     """
     import json
 
     from resnet_deploy.export.tensorrt import EngineConfig, engine_from_onnx, inspect_engine
 
-    config = EngineConfig(min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, workspace_mib=workspace_mib,
+    config = EngineConfig(min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, min_size=min_size,
+                          opt_size=opt_size, max_size=max_size, workspace_mib=workspace_mib,
                           optimization_level=optimization_level, timing_cache=timing_cache,
                           hardware_compatibility=hardware_compatibility, version_compatible=version_compat,
                           overwrite=overwrite)

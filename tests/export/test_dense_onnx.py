@@ -167,10 +167,8 @@ def test_resnet50_backbone_export_gives_intermediate_layer_getters_outputs(tmp_p
         assert np.abs(feats[name] - want).max() / np.abs(want).max() <= 1e-4, name
 
 
-def test_fp16_int8_and_tensorrt_refuse_dense_artifacts_in_one_line(fcn18, tmp_path):
+def test_fp16_refuses_dense_artifacts_in_one_line(fcn18, tmp_path):
     from resnet_deploy.export.fp16 import fp16_from_onnx
 
     with pytest.raises(UsageError, match="is a segment model; FP16 conversion is for classifiers so far"):
         fp16_from_onnx(fcn18.path, tmp_path / "x.fp16.onnx")
-    r = CliRunner().invoke(cli, ["trt", str(fcn18.path), "-o", str(tmp_path / "x.plan")])
-    assert r.exit_code != 0 and "Traceback" not in r.output
