@@ -34,7 +34,8 @@ from resnet_deploy.runtime.session import Session
 if TYPE_CHECKING:  # the types come from tensorrt-stubs (typings/), checked by mypy in CI
     import tensorrt as trt_types
 
-TENSORRT_INSTALL = "pip install tensorrt (on Jetson TensorRT comes with JetPack)"
+TENSORRT_INSTALL = ("pip install 'resnet-deploy[tensorrt-cu12]' ([tensorrt-cu13] for a CUDA 13 driver; on Jetson "
+                    "TensorRT comes with JetPack: pip install 'resnet-deploy[jetson]')")
 _log = logging.getLogger(__name__)
 _DTYPE_NAMES = {np.dtype(np.float32): "float32", np.dtype(np.uint8): "uint8", np.dtype(np.float16): "float16"}
 # A serialized engine holds at least a header and the network's weights; anything shorter is cut off.

@@ -16,7 +16,7 @@ def test_trt_without_tensorrt_says_what_to_install(demo18_onnx, tmp_path):
     r = CliRunner().invoke(cli, ["trt", str(demo18_onnx), "-o", str(out)])
     assert r.exit_code == 1
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "pip install tensorrt" in lines[0] and "JetPack" in lines[0]
+    assert len(lines) == 1 and "pip install 'resnet-deploy[tensorrt-cu12]'" in lines[0] and "JetPack" in lines[0]
     assert list(tmp_path.iterdir()) == []
 
 

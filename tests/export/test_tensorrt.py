@@ -85,7 +85,7 @@ def test_profile_defaults_from_the_onnx_manifest():
 def test_tensorrt_missing_writes_nothing(onnx_model, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     before = _listing(onnx_model.parent)
-    with pytest.raises(MissingDependencyError, match=r"pip install tensorrt \(on Jetson TensorRT comes with JetPack\)"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'resnet-deploy\[tensorrt-cu12\]' .*on Jetson TensorRT comes with JetPack"):
         engine_from_onnx(onnx_model, onnx_model.parent / "model.plan")
     assert _listing(onnx_model.parent) == before
 

@@ -108,7 +108,7 @@ def test_manifest_without_build_record_refused(tmp_path, no_tensorrt):
 
 def test_tensorrt_missing_after_the_checks(tmp_path, no_tensorrt):
     path = _write_plan(tmp_path)
-    with pytest.raises(MissingDependencyError, match=r"pip install tensorrt \(on Jetson TensorRT comes with JetPack\)"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'resnet-deploy\[tensorrt-cu12\]' .*on Jetson TensorRT comes with JetPack"):
         open_session(path)
 
 
