@@ -500,3 +500,18 @@ def sample_batch(source: DataSource, pp: Preprocess, input_dtype: str, *, batch_
     for batch in source.batches(pp, batch_size=batch_size):
         return batch.as_input(input_dtype, pp)
     raise UsageError(f"{source.description}: no decodable samples")
+
+
+def dense_image(frame: np.ndarray, pp: Preprocess) -> Batch:
+    """One frame (uint8 HWC RGB) as a segmentation or backbone model sees it: a batch of one, the whole
+    image at its own aspect (short side ``pp.resize``, uncropped)."""
+    from PIL import Image
+
+    return Batch(resize_short(Image.fromarray(frame, "RGB"), pp.resize)[None], None, None)
+
+
+def dense_batch(source: DataSource, pp: Preprocess, input_dtype: str) -> np.ndarray:
+    """The first image of ``source`` as a dense model's input (``dense_image``)."""
+    for frame, _label in source.frames():
+        return dense_image(frame, pp).as_input(input_dtype, pp)
+    raise UsageError(f"{source.description}: no decodable samples")

@@ -45,6 +45,11 @@ class InputSpec:
     shape: tuple[int, ...] = (-1, 3, 224, 224)  # -1 = dynamic batch
     color: str = "RGB"
 
+    @property
+    def hw_axes(self) -> tuple[int, int]:
+        """The axes of height and width in ``shape``: (1, 2) for NHWC, (2, 3) for NCHW."""
+        return (1, 2) if self.layout == "NHWC" else (2, 3)
+
 
 @dataclass(frozen=True)
 class BatchRange:
@@ -64,6 +69,12 @@ class SizeRange:
     min: int = 32
     opt: tuple[int, int] = (520, 693)
     max: int = 1024
+
+    @staticmethod
+    def tuned(resize: int, max_size: int | None = None) -> tuple[int, int]:
+        """The (height, width) a dense model is tuned and timed at: a 4:3 landscape image at short side ``resize``."""
+        width = round(resize * 4 / 3)
+        return resize, width if max_size is None else min(max_size, width)
 
     def check(self, height: int, width: int) -> str | None:
         """None when ``height`` x ``width`` is within bounds, else what is wrong, in words."""
@@ -144,6 +155,11 @@ class Manifest:
             raise UsageError(f"{origin}: manifest is not valid JSON ({exc})") from exc
         return cls.from_dict(data, origin=origin)
 
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The graph's outputs in order: ``output.names`` (backbones), else the one ``output.name``."""
+        return tuple(self.output.get("names") or [self.output.get("name", "logits")])
+
     def derive(self, **changes: Any) -> Manifest:
         """A copy for a child artifact (FP16, INT8, engine) with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
@@ -184,3 +200,9 @@ def package_versions(*names: str) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+def require_classifier(manifest: Manifest, path: object, *, what: str) -> None:
+    """Refuse, in one line, a segmentation or backbone artifact where ``what`` handles classifiers only."""
+    if manifest.task != "classify":
+        raise UsageError(f"{path}: is a {manifest.task} model; {what} takes classifiers so far (docs/tasks.md)")

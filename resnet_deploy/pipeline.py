@@ -3,7 +3,11 @@
 Stages: FP32 ONNX -> FP16 -> INT8 for TensorRT (ModelOpt Q/DQ) -> INT8 for CPUs (onnxruntime
 U8S8) -> TensorRT engines from the FP16 and INT8 graphs (where TensorRT and a GPU exist; else the
 stage is reported as skipped, with the reason) -> parity and timing of every artifact against the
-PyTorch model on the same data and batch sizes -> ``report.md``, ``report.json``, ``throughput.png``.
+PyTorch model on the same data and batch sizes -> ``report.md``, ``report.json``, ``throughput.png``
+(and for a segmenter ``overlay.png``: input, PyTorch's and the INT8 artifacts' class maps side by side).
+
+The task (``archs.TASKS``) is ``classify`` or ``segment``; a segmenter's gates and columns are its
+own (pixel agreement, mIoU and its drop on the data's masks).
 
 This module orchestrates; the work is the stages' own (export, calibration, benchmarks). It sits
 beside ``cli`` in the dependency order: cli -> pipeline -> export, calibration, benchmarks.
@@ -27,7 +31,8 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    arch: str = "resnet18"
+    arch: str = "resnet18"  # a ResNet, or a segmentation model (archs.SEGMENTERS)
+    task: str | None = None  # None: the arch's own (a ResNet classifies); "segment": its FCN (``archs.resolve_task``)
     weights: Weights = Weights("demo")
     num_classes: int | None = None
     image_size: int | None = None  # None: the weights' preset (demo: 32), else 224
@@ -39,7 +44,7 @@ class PipelineConfig:
     eval_data: str | None = None
     calib_count: int = 512
     method: str = "entropy"
-    max_drop: float = 1.0  # INT8 gate, top-1 points
+    max_drop: float = 1.0  # INT8 gate: top-1 points (a segmenter: mIoU points where the data has masks)
     tensorrt: bool = True  # try the engine stage (skipped with a reason where TensorRT or a GPU is missing)
     batches: tuple[int, ...] = (1, 8)
     warmup_s: float = 0.5
@@ -66,6 +71,7 @@ class PipelineResult:
     summary: list[dict[str, Any]]
     reports: list[Any] = field(repr=False, default_factory=list)
     notes: list[str] = field(default_factory=list)  # INT8 that is not faster here, and why (report.int8_speed_notes)
+    task: str = "classify"  # what the summary's columns measure (SUMMARY_METRICS)
 
 
 def artifact_names(arch: str) -> dict[str, str]:
@@ -81,10 +87,18 @@ def artifact_names(arch: str) -> dict[str, str]:
 
 
 REPORT_FILES = ("report.md", "report.json", "throughput.png")
+OVERLAY_FILE = "overlay.png"  # segment only
+OVERLAY_IMAGES = 4  # held-out images in the overlay
 FP16_CALIB_COUNT = 32
+#: the tasks the pipeline builds (a backbone has no accuracy of its own: export it with resnet-export onnx/fp16/int8)
+PIPELINE_TASKS = ("classify", "segment")
 
 
-def prepare_out_dir(out_dir: Path, arch: str, *, overwrite: bool) -> Path:
+def report_files(task: str) -> tuple[str, ...]:
+    return REPORT_FILES + ((OVERLAY_FILE,) if task == "segment" else ())
+
+
+def prepare_out_dir(out_dir: Path, arch: str, *, overwrite: bool, task: str = "classify") -> Path:
     """Create ``out_dir`` (its parent must exist) and refuse, before any work, to replace files without --overwrite."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -94,7 +108,7 @@ def prepare_out_dir(out_dir: Path, arch: str, *, overwrite: bool) -> Path:
     if not out_dir.exists():  # nothing inside to refuse: check the parent, then create it
         check_destination(out_dir, overwrite=False)
         return make_folder(out_dir)
-    for name in (*artifact_names(arch).values(), *REPORT_FILES):
+    for name in (*artifact_names(arch).values(), *report_files(task)):
         check_destination(out_dir / name, overwrite=overwrite)
         if name.endswith((".onnx", ".plan")):
             check_destination(out_dir / f"{name}.json", overwrite=overwrite)
@@ -102,15 +116,31 @@ def prepare_out_dir(out_dir: Path, arch: str, *, overwrite: bool) -> Path:
 
 
 def resolve_config(config: PipelineConfig) -> PipelineConfig:
-    """``config`` with its defaults filled in: data from the weights (the demo's digits), threads from the machine."""
+    """``config`` with its defaults filled in: the model and task (``archs.resolve_task``), data from the weights
+    (the demo's digits, or digits-seg for its segmenter), threads from the machine."""
+    from resnet_deploy.archs import resolve_task
     from resnet_deploy.benchmarks.environment import default_threads
 
-    own = config.weights.default_data
+    try:
+        arch, task = resolve_task(config.arch, config.task)
+    except ValueError as exc:
+        raise UsageError(str(exc).replace("task ", "`task` ", 1)) from exc
+    if task not in PIPELINE_TASKS:
+        raise UsageError(f"the pipeline builds classifiers and segmenters; export a {task} with resnet-export onnx, "
+                         "fp16 and int8")
+    if task != "classify" and config.image_size is not None:
+        raise UsageError("`image_size` is a classifier's crop; a segmenter takes the whole image (set `resize`)")
+    config = replace(config, arch=arch, task=task)
+    own = config.weights.default_data_for(task)
     if config.eval_data is None and own is None:
         raise UsageError(f"`eval_data` is required for weights other than demo ({config.weights}): labelled "
                          "held-out images (class sub-folders) that every gate and the report measure on")
     return replace(config, calib_data=config.calib_data or own or "digits", eval_data=config.eval_data or own,
                    threads=config.threads or default_threads())
+
+
+def _dense(config: PipelineConfig) -> bool:
+    return config.task != "classify"
 
 
 def run_pipeline(out_dir: str | os.PathLike[str], *, config: PipelineConfig = PipelineConfig(),
@@ -120,7 +150,7 @@ def run_pipeline(out_dir: str | os.PathLike[str], *, config: PipelineConfig = Pi
     from resnet_deploy.weights import load_model
 
     config = resolve_config(config)
-    out = prepare_out_dir(Path(out_dir), config.arch, overwrite=overwrite)
+    out = prepare_out_dir(Path(out_dir), config.arch, overwrite=overwrite, task=config.task or "classify")
     names = {k: out / v for k, v in artifact_names(config.arch).items()}
     calib = open_source(config.calib_data, split="train", count=config.calib_count)
     # AutoCast keeps every activation of every calibration sample in memory: a small set for FP16.
@@ -138,7 +168,7 @@ def run_pipeline(out_dir: str | os.PathLike[str], *, config: PipelineConfig = Pi
     def export_onnx() -> str:
         from resnet_deploy.export.onnx import OnnxConfig, onnx_from_torch
 
-        loaded = load_model(config.arch, config.weights, num_classes=config.num_classes)
+        loaded = load_model(config.arch, config.weights, num_classes=config.num_classes, task=config.task)
         onnx_cfg = OnnxConfig(image_size=config.image_size, resize=config.resize, max_batch=config.max_batch)
         result = onnx_from_torch(loaded, names["onnx"], config=onnx_cfg, eval_source=evaluation, overwrite=overwrite)
         return _parity_note(result.manifest.parity)
@@ -154,9 +184,8 @@ def run_pipeline(out_dir: str | os.PathLike[str], *, config: PipelineConfig = Pi
         def work() -> str:
             from resnet_deploy.calibration.gate import Int8Config
             from resnet_deploy.export.int8 import int8_from_onnx
-            from resnet_deploy.parity import Gate
 
-            cfg = Int8Config(target=target, method=config.method, gate=Gate(max_drop=config.max_drop))
+            cfg = Int8Config(target=target, method=config.method, gate=_int8_gate(config))
             result = int8_from_onnx(names["onnx"], names[key], calib_source=calib, config=cfg, eval_source=evaluation,
                                     overwrite=overwrite, debug=debug)
             kept = result.manifest.details.get("kept_high_precision") or []
@@ -181,9 +210,20 @@ def run_pipeline(out_dir: str | os.PathLike[str], *, config: PipelineConfig = Pi
     notes = int8_speed_notes(reports) + [n for n in [disturbed_note(reports)] if n is not None]
     for note in notes:
         log(f"    note: {note}")
-    result = PipelineResult(out, stages, summary, reports, notes)
+    result = PipelineResult(out, stages, summary, reports, notes, config.task or "classify")
     write_reports(result, config)
+    if _dense(config):
+        write_overlay(out / OVERLAY_FILE, names["onnx"], [names["int8-cpu"], names["int8"]], evaluation)
     return result
+
+
+def _int8_gate(config: PipelineConfig):
+    """The INT8 gate at ``max_drop``: top-1 points; a segmenter's mIoU points (pixel agreement where no masks)."""
+    from resnet_deploy.parity import INT8_DENSE_GATES, Gate
+
+    if _dense(config):
+        return replace(INT8_DENSE_GATES["segment"], max_miou_drop=config.max_drop)
+    return Gate(max_drop=config.max_drop)
 
 
 def _engine_stages(names: dict[str, Path], config: PipelineConfig, *, overwrite: bool, stages: list[Stage],
@@ -233,6 +273,8 @@ def _benchmark(artifacts: list[Path], config: PipelineConfig, evaluation) -> lis
 
     options = OpenOptions(threads=config.threads, image_size=config.image_size, num_classes=config.num_classes)
     torch_spec = ModelSpec("torch", f"torch:{config.arch}:{config.weights}", arch=config.arch, weights=config.weights)
+    if _dense(config):
+        options = replace(options, image_size=None)
     reference = open_model(torch_spec, options=options)
     models = [reference] + [open_model(file_spec("trt" if p.suffix == ".plan" else "onnx", p), options=options)
                             for p in artifacts]
@@ -246,6 +288,14 @@ def _benchmark(artifacts: list[Path], config: PipelineConfig, evaluation) -> lis
             m.session.close()
 
 
+#: per task: the summary's accuracy keys (from the report's accuracy, its parity, and the reference's own value)
+SUMMARY_METRICS = {
+    "classify": (("top1", "accuracy"), ("top1_drop", "parity"), ("top1_agreement", "parity")),
+    "segment": (("miou", "accuracy"), ("miou_drop", "parity"), ("pixel_agreement", "parity")),
+}
+_REFERENCE_VALUES = {"top1_drop": 0.0, "top1_agreement": 1.0, "miou_drop": 0.0, "pixel_agreement": 1.0}
+
+
 def summarize(reports: list[Any], out: Path, config: PipelineConfig) -> list[dict[str, Any]]:
     """One row per model: artifact, precision, size, accuracy, parity and speed at the largest batch."""
     top = max(b for b in config.batches if b <= config.max_batch)
@@ -253,15 +303,15 @@ def summarize(reports: list[Any], out: Path, config: PipelineConfig) -> list[dic
     for rep in reports:
         path = out / rep.model.rsplit("/", 1)[-1] if not rep.model.startswith("torch:") else None
         run = rep.run_at(top)
-        acc, par = rep.accuracy or {}, rep.parity or {}
+        found = {"accuracy": rep.accuracy or {}, "parity": rep.parity or {}}
+        metrics = {key: found[where].get(key) if path or where == "accuracy" else _REFERENCE_VALUES[key]
+                   for key, where in SUMMARY_METRICS[rep.task]}
         rows.append({
             "artifact": path.name if path else rep.model,
             "backend": rep.backend,
             "precision": rep.precision,
             "size_mb": round(path.stat().st_size / 1e6, 2) if path else None,
-            "top1": acc.get("top1"),
-            "top1_drop": par.get("top1_drop") if path else 0.0,
-            "top1_agreement": par.get("top1_agreement") if path else 1.0,
+            **metrics,
             "batch": top,
             "p50_ms": run.to_dict()["latency_ms"]["p50"] if run else None,
             "throughput_ips": run.throughput_ips if run else None,
@@ -269,14 +319,19 @@ def summarize(reports: list[Any], out: Path, config: PipelineConfig) -> list[dic
     return rows
 
 
-SUMMARY_HEADERS = ["artifact", "precision", "size MB", "top-1 %", "drop pts", "agree %", "p50 ms", "img/s"]
+SUMMARY_HEADERS = {
+    "classify": ["artifact", "precision", "size MB", "top-1 %", "drop pts", "agree %", "p50 ms", "img/s"],
+    "segment": ["artifact", "precision", "size MB", "mIoU %", "mIoU drop pts", "pixel agree %", "p50 ms", "img/s"],
+}
 
 
-def summary_rows(summary: list[dict[str, Any]]) -> list[list[Any]]:
+def summary_rows(summary: list[dict[str, Any]], task: str = "classify") -> list[list[Any]]:
     def pct(v):
         return None if v is None else round(100 * v, 2)
 
-    return [[r["artifact"], r["precision"], r["size_mb"], pct(r["top1"]), r["top1_drop"], pct(r["top1_agreement"]),
+    (metric, _), (drop, _), (agree, _) = SUMMARY_METRICS[task]
+    return [[r["artifact"], r["precision"], r["size_mb"], pct(r[metric]), r[drop],
+             pct(r[agree]) if task == "classify" else (None if r[agree] is None else round(100 * r[agree], 3)),
              None if r["p50_ms"] is None else round(r["p50_ms"], 3),
              None if r["throughput_ips"] is None else round(r["throughput_ips"], 1)] for r in summary]
 
@@ -300,15 +355,16 @@ def write_reports(result: PipelineResult, config: PipelineConfig) -> None:
     })
     plot_reports(result.reports, out / "throughput.png")
     top = result.summary[0]["batch"] if result.summary else None
+    task = config.task or "classify"
+    data = result.reports[0].accuracy["data"] if result.reports and result.reports[0].accuracy else "none"
     lines = [
         f"# resnet-deploy pipeline: {config.arch}, weights {config.weights}",
         "",
-        f"Evaluation data: {result.reports[0].accuracy['data'] if result.reports and result.reports[0].accuracy else 'none'}; "
-        f"calibration: {config.calib_data} ({config.calib_count} max, {config.method}).",
+        f"Evaluation data: {data}; calibration: {config.calib_data} ({config.calib_count} max, {config.method}).",
         f"Speed at batch {top}, {env.get('threads')} threads on {env.get('cpu') or 'this CPU'}; "
         "drop and agreement against the PyTorch FP32 model on the same images.",
         "",
-        markdown(SUMMARY_HEADERS, summary_rows(result.summary)),
+        markdown(SUMMARY_HEADERS[task], summary_rows(result.summary, task)),
         "",
         *[f"Note: {note}" for note in result.notes],
         *([""] if result.notes else []),
@@ -319,12 +375,55 @@ def write_reports(result: PipelineResult, config: PipelineConfig) -> None:
         "",
         "![throughput](throughput.png)",
         "",
+        *([f"![PyTorch and INT8 class maps on held-out images]({OVERLAY_FILE})", ""] if task == "segment" else []),
     ]
     write_text(out / "report.md", "\n".join(lines))
+
+
+def write_overlay(path: Path, fp32: Path, int8s: list[Path], evaluation) -> Path:
+    """``overlay.png``: the first held-out images, PyTorch's class maps and each INT8 artifact's, side by side."""
+    import contextlib
+    import itertools
+
+    from resnet_deploy.benchmarks.plot import plot_overlay
+    from resnet_deploy.data import dense_image
+    from resnet_deploy.manifest import read_manifest
+    from resnet_deploy.reference import reference_from_manifest
+    from resnet_deploy.runtime.onnxruntime import OnnxRuntimeSession
+
+    manifest = read_manifest(fp32)
+    pp = manifest.preprocess
+    with contextlib.ExitStack() as stack:
+        models = [("PyTorch FP32", stack.enter_context(reference_from_manifest(manifest, fp32)))]
+        models += [(p.name, stack.enter_context(OnnxRuntimeSession(p, manifest=read_manifest(p), provider="cpu")))
+                   for p in int8s]
+        rows = []
+        for frame, mask in itertools.islice(evaluation.masked_frames(), OVERLAY_IMAGES):
+            batch = dense_image(frame, pp)
+            maps = {}
+            for name, session in models:
+                outputs = session.run_outputs(batch.as_input(session.input_dtype, pp))
+                maps[name] = next(iter(outputs.values()))[0].argmax(axis=0)
+            rows.append((batch.images[0], _resized_mask(mask, batch.images.shape[1:3]), maps))
+    return plot_overlay(rows, path, num_classes=manifest.num_classes, labels=manifest.labels)
+
+
+def _resized_mask(mask, size: tuple[int, int]):
+    """A label map at the model input's (height, width): nearest neighbour, so no class is invented."""
+    if mask is None or mask.shape == size:
+        return mask
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.NEAREST))
 
 
 def _parity_note(parity: dict[str, Any] | None) -> str:
     if not parity:
         return ""
+    ref = parity.get("reference", "pytorch")
+    if "pixel_agreement" in parity:  # a segmenter's
+        miou = "" if parity.get("miou") is None else f"mIoU {parity['miou']:.2%} (drop {parity['miou_drop']:.2f}), "
+        return f"{miou}pixel agreement {parity['pixel_agreement']:.3%} vs {ref}"
     top1 = "" if parity.get("top1") is None else f"top-1 {parity['top1']:.2%}, "
-    return f"{top1}agreement {parity['top1_agreement']:.2%} vs {parity.get('reference', 'pytorch')}"
+    return f"{top1}agreement {parity['top1_agreement']:.2%} vs {ref}"

@@ -100,6 +100,10 @@ class Weights:
             return demo.DATA
         return None
 
+    def default_data_for(self, task: str) -> str | None:
+        """``default_data`` for a model of ``task``: the demo classifier's digits; none for other tasks yet."""
+        return self.default_data if task == "classify" else None
+
 
 @dataclass
 class LoadedModel:

@@ -58,7 +58,7 @@ def test_pipeline_reports_the_engine_stage_as_skipped_with_the_reason(pipeline_r
     out, r = pipeline_run
     stages = {s["name"]: s for s in json.loads((out / "report.json").read_text())["stages"]}
     assert stages["TensorRT engines"]["status"] == "skipped"
-    assert "pip install tensorrt" in stages["TensorRT engines"]["note"]
+    assert "pip install 'resnet-deploy[tensorrt-cu12]'" in stages["TensorRT engines"]["note"]
     assert not list(out.glob("*.plan"))
 
 

@@ -18,7 +18,7 @@ from resnet_deploy.benchmarks.harness import BenchConfig, Run, data_input, rando
 from resnet_deploy.benchmarks.report import Report
 from resnet_deploy.errors import GateError, UsageError
 from resnet_deploy.benchmarks.specs import RecordedRef
-from resnet_deploy.parity import Gate, measure_parity, measure_recorded_parity, topk_hits
+from resnet_deploy.parity import DenseGate, Gate, measure_dense_parity, measure_parity, measure_recorded_parity, topk_hits
 
 if TYPE_CHECKING:
     from resnet_deploy.benchmarks.specs import Opened
@@ -93,6 +93,8 @@ def measure(opened: Opened, *, source: DataSource, reference: Opened | RecordedR
     ``reference_kind`` ("torch", "recorded", "onnx", "trt").
     """
     session, pp = opened.session, opened.preprocess
+    if opened.task != "classify":
+        return measure_dense(opened, source=source, reference=reference, gate=gate)
     source.for_model(opened.manifest or (reference.manifest if reference is not None else None))
     if reference is None:
         return measure_accuracy(session, source, pp, batch_size=parity_batch(session)), None
@@ -111,12 +113,52 @@ def measure(opened: Opened, *, source: DataSource, reference: Opened | RecordedR
     return accuracy, parity
 
 
+def dense_gate(task: str, gate: Gate) -> DenseGate:
+    """The options ``max_drop``/``min_agreement`` for a dense ``task``: a segmenter's mIoU drop (points, on the
+    data's masks) and pixel agreement; a backbone has neither (its parity is per output)."""
+    if task == "backbone" and (gate.max_drop is not None or gate.min_agreement is not None):
+        raise UsageError("`max_drop`/`min_agreement` gate classifiers and segmentation; a backbone's parity is its "
+                         "outputs' cosine and relative difference (in the report)")
+    return DenseGate(min_agreement=gate.min_agreement, max_miou_drop=gate.max_drop)
+
+
+def measure_dense(opened: Opened, *, source: DataSource, reference: Opened | RecordedRef | None,
+                  gate: Gate = Gate()) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(accuracy, parity) of a segmentation or backbone model: image by image at each image's own aspect.
+
+    Accuracy is the mIoU on the data's masks (segment; None without masks); parity the pixel
+    agreement, the mIoU drop and, per output, the max abs/relative difference and the smallest cosine.
+    """
+    checked = dense_gate(opened.task, gate)
+    if checked.max_miou_drop is not None and not source.has_masks:
+        raise UsageError(f"{source.description}: has no masks; the mIoU drop gate (`max_drop`) measures on label maps "
+                         "(use `min_agreement` for pixel agreement)")
+    if isinstance(reference, RecordedRef):
+        raise UsageError(f"{opened.label}: a recorded reference holds a classifier's answers; compare a {opened.task} "
+                         "model with the PyTorch model (`reference` torch) or another artifact")
+    segment = opened.task == "segment"
+    if reference is not None and reference.task != opened.task:
+        raise UsageError(f"{opened.label} is a {opened.task} model but its reference {reference.label} a "
+                         f"{reference.task} model: not the same model")
+    par = measure_dense_parity(opened.session if reference is None else reference.session, opened.session, source,
+                               opened.preprocess, segment=segment)
+    accuracy = {"data": par.data, "count": par.count, "miou": par.miou if reference is not None else par.miou_ref}
+    if reference is None:
+        return accuracy, None
+    par.check(checked, what=opened.label)
+    parity = {"reference": reference.label, "reference_kind": reference.spec.kind,
+              **{k: v for k, v in par.to_dict().items() if k != "data"}}
+    return accuracy, parity
+
+
 def time_batches(opened: Opened, *, config: BenchConfig, source: DataSource | None = None,
                  progress: ProgressFactory = _no_progress) -> list[Run]:
     """One Run per batch size in ``config.batches``."""
     runs = []
+    dense_resize = opened.preprocess.resize if opened.task != "classify" else None
     for b in config.batches:
-        x = random_input(opened.session, b) if source is None else data_input(opened.session, source, opened.preprocess, b)
+        x = (random_input(opened.session, b, dense_resize=dense_resize) if source is None
+             else data_input(opened.session, source, opened.preprocess, b))
         with progress(f"{opened.label} batch {b}") as update:
             runs.append(time_session(opened.session, x, config=config, progress=update))
     return runs
@@ -148,7 +190,7 @@ def benchmark(opened: Opened, *, config: BenchConfig = BenchConfig(), source: Da
     return Report(backend=opened.session.backend, device=opened.device, model=opened.label, precision=opened.precision,
                   runs=runs, environment=environment(threads=threads), accuracy=accuracy, parity=parity,
                   timing=timing_info(opened, config, source, cuda_graph=cuda_graph), int8_target=int8_target(opened),
-                  parity_not_checked=no_parity if source is not None and parity is None else None)
+                  parity_not_checked=no_parity if source is not None and parity is None else None, task=opened.task)
 
 
 def compare(models: list[Opened], *, references: list[Opened | RecordedRef | None], config: BenchConfig = BenchConfig(),
@@ -156,6 +198,8 @@ def compare(models: list[Opened], *, references: list[Opened | RecordedRef | Non
             cuda_graph: bool = False, progress: ProgressFactory = _no_progress) -> list[Report]:
     """Benchmark ``models`` on the same data and batch sizes. Every gate is checked before any timing;
     all misses are reported together."""
+    if len({m.task for m in models}) > 1:
+        raise UsageError("compare models of one task: " + ", ".join(f"{m.label} ({m.task})" for m in models))
     for opened, ref in zip(models, references, strict=True):
         check_batches(opened, config.batches)
         check_gate(gate, source=source, has_reference=ref is not None)
@@ -179,7 +223,8 @@ def compare(models: list[Opened], *, references: list[Opened | RecordedRef | Non
             runs[i] += time_batches(opened, config=one, source=source, progress=progress)
     return [Report(backend=opened.session.backend, device=opened.device, model=opened.label, precision=opened.precision,
                    runs=model_runs, environment=env, accuracy=accuracy, parity=parity,
-                   timing=timing_info(opened, config, source, cuda_graph=cuda_graph), int8_target=int8_target(opened))
+                   timing=timing_info(opened, config, source, cuda_graph=cuda_graph), int8_target=int8_target(opened),
+                   task=opened.task)
             for opened, model_runs, (accuracy, parity) in zip(models, runs, measured)]
 
 

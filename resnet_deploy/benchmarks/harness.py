@@ -185,31 +185,48 @@ def machine_busy_s() -> float | None:
 # ----------------------------------------------------------------------------- inputs
 
 
-def input_shape(session: Session, batch: int) -> tuple[int, ...]:
-    """The full input shape for ``batch``; dynamic sample dimensions come from the manifest."""
+def input_shape(session: Session, batch: int, *, dense_resize: int | None = None) -> tuple[int, ...]:
+    """The full input shape for ``batch``; dynamic sample dimensions come from the manifest.
+
+    A segmentation or backbone model (any height and width) is timed at ``SizeRange.tuned``: its
+    manifest's tuned size, else that of ``dense_resize`` (a PyTorch model's preprocessing).
+    """
+    from resnet_deploy.manifest import SizeRange
+
     shape = list(session.sample_shape)
     if any(d is None for d in shape):
         manifest = session.manifest
-        if manifest is None or any(d is None or d < 1 for d in manifest.input.shape[1:]):
+        size = manifest.size.opt if manifest is not None and manifest.size is not None else (
+            None if dense_resize is None else SizeRange.tuned(dense_resize))
+        if size is not None:
+            shape = [*size, 3] if session.input_dtype == "uint8" else [3, *size]
+        elif manifest is None or any(d is None or d < 1 for d in manifest.input.shape[1:]):
             raise UsageError("the model's input size is dynamic and it has no manifest: pass `data` to time real inputs")
-        shape = list(manifest.input.shape[1:])
+        else:
+            shape = list(manifest.input.shape[1:])
     return (batch, *shape)
 
 
-def random_input(session: Session, batch: int, *, seed: int = 0) -> np.ndarray:
+def random_input(session: Session, batch: int, *, seed: int = 0, dense_resize: int | None = None) -> np.ndarray:
     """Seeded random data of the model's input shape and dtype: N(0, 1) floats (a normalised image's range) or uint8."""
     rng = np.random.default_rng(seed)
-    shape = input_shape(session, batch)
+    shape = input_shape(session, batch, dense_resize=dense_resize)
     if session.input_dtype == "uint8":
         return rng.integers(0, 256, size=shape, dtype=np.uint8)
     return rng.standard_normal(shape, dtype=np.float32).astype(_DTYPES[session.input_dtype])
 
 
 def data_input(session: Session, source: DataSource, pp: Preprocess, batch: int) -> np.ndarray:
-    """The first ``batch`` samples of ``source`` as this model's input, repeated if the source is smaller."""
-    from resnet_deploy.data import sample_batch
+    """The first ``batch`` samples of ``source`` as this model's input, repeated if the source is smaller.
 
-    x = sample_batch(source, pp, session.input_dtype, batch_size=batch)
+    A dense model (no crop) takes whole images of one size per batch: its first image, repeated.
+    """
+    from resnet_deploy.data import dense_batch, sample_batch
+
+    if pp.crop == 0:
+        x = dense_batch(source, pp, session.input_dtype)
+    else:
+        x = sample_batch(source, pp, session.input_dtype, batch_size=batch)
     if len(x) < batch:
         x = np.concatenate([x] * -(-batch // len(x)))[:batch]
     return np.ascontiguousarray(x)

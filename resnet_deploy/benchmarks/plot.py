@@ -49,3 +49,58 @@ def plot_reports(reports: list[Report], path: str | os.PathLike[str]) -> Path:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+#: the mask colour of an ignored pixel (label 255)
+IGNORE_RGB = (1.0, 1.0, 1.0)
+
+
+def plot_overlay(rows, path: str | os.PathLike[str], *, num_classes: int, labels: list[str] | None = None) -> Path:
+    """One row per image: the image, its ground truth (where given), then each model's class map over it.
+
+    ``rows``: (image uint8 HxWx3, mask uint8 HxW or None, {model name: class map HxW}). Class 0
+    (background) leaves the image visible; the others are coloured with a fixed palette, the same in
+    every panel. A model after the first is titled with its pixel agreement with the first.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from resnet_deploy.publish import atomic_path
+
+    palette = np.asarray(plt.get_cmap("tab20").colors)[np.arange(max(num_classes, 1)) % 20]
+    truth = any(mask is not None for _, mask, _ in rows)
+    names = list(rows[0][2]) if rows else []
+    cols = 1 + int(truth) + len(names)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.6 * cols, 2.6 * len(rows)), squeeze=False,
+                             constrained_layout=True)
+
+    def blend(image: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        out = image.astype(np.float64) / 255.0
+        fg = (classes > 0) & (classes < num_classes)
+        out[fg] = 0.35 * out[fg] + 0.65 * palette[classes[fg]]
+        out[classes == 255] = IGNORE_RGB
+        return out
+
+    for r, (image, mask, maps) in enumerate(rows):
+        panels = [("image", image.astype(np.float64) / 255.0)]
+        if truth:
+            panels.append(("ground truth", blend(image, mask) if mask is not None else np.ones_like(image, float)))
+        first = maps[names[0]]
+        for i, name in enumerate(names):
+            title = name if i == 0 else f"{name}\nagrees on {float((maps[name] == first).mean()):.2%}"
+            panels.append((title, blend(image, maps[name])))
+        for ax, (title, picture) in zip(axes[r], panels):
+            ax.imshow(picture, interpolation="nearest")
+            ax.set_title(title, fontsize="small")
+            ax.set_axis_off()
+    seen = sorted({int(c) for _, _, maps in rows for m in maps.values() for c in np.unique(m) if 0 < c < num_classes})
+    if seen:
+        handles = [matplotlib.patches.Patch(color=palette[c], label=labels[c] if labels else str(c)) for c in seen]
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 10), fontsize="small")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return Path(path)

@@ -27,6 +27,14 @@ SCHEMA: dict[str, Any] = {
                "top1_agreement": "number", "max_abs_diff": "number", "cosine_min": "number"},
     "environment": {"cpu": "string?", "threads": "integer?", "versions": "object"},
 }
+#: segmentation and backbone reports (``task`` says which): their own accuracy and parity
+DENSE_SCHEMA: dict[str, Any] = {
+    **{k: v for k, v in SCHEMA.items() if k not in ("accuracy", "parity")},
+    "task": "string",
+    "accuracy": {"?": True, "data": "string", "count": "integer", "miou": "number?"},
+    "parity": {"?": True, "reference": "string", "pixel_agreement": "number?", "miou_ref": "number?",
+               "miou_drop": "number?", "outputs": "object", "nonfinite": "integer"},
+}
 
 
 @dataclass
@@ -42,11 +50,12 @@ class Report:
     timing: dict[str, Any] = field(default_factory=dict)  # warmup, duration, inputs, CUDA graph
     int8_target: str | None = None  # an INT8 artifact's quantizer target ("cpu" | "tensorrt"), from its manifest
     parity_not_checked: str | None = None  # with data but no reference: why parity was not checked
+    task: str = "classify"  # archs.TASKS: what ``accuracy`` and ``parity`` hold
 
     def to_dict(self) -> dict[str, Any]:
         out = {"backend": self.backend, "device": self.device, "model": self.model, "precision": self.precision,
-               "runs": [r.to_dict() for r in self.runs], "accuracy": self.accuracy, "parity": self.parity,
-               "environment": self.environment, "timing": self.timing}
+               "task": self.task, "runs": [r.to_dict() for r in self.runs], "accuracy": self.accuracy,
+               "parity": self.parity, "environment": self.environment, "timing": self.timing}
         if self.parity_not_checked is not None:
             out["parity_not_checked"] = self.parity_not_checked
         return out
@@ -55,8 +64,14 @@ class Report:
         return next((r for r in self.runs if r.batch == batch), None)
 
 
-def schema_problems(obj: Any, schema: Any = SCHEMA, where: str = "report") -> list[str]:
-    """Where ``obj`` (parsed JSON) departs from the documented report schema; empty when it conforms."""
+def schema_problems(obj: Any, schema: Any = None, where: str = "report") -> list[str]:
+    """Where ``obj`` (parsed JSON) departs from the documented report schema; empty when it conforms.
+
+    Without ``schema``: the report's own by its ``task`` (classifiers: ``SCHEMA``, else ``DENSE_SCHEMA``).
+    """
+    if schema is None:
+        dense = isinstance(obj, dict) and obj.get("task", "classify") != "classify"
+        schema = DENSE_SCHEMA if dense else SCHEMA
     if isinstance(schema, list):
         if not isinstance(obj, list) or not obj:
             return [f"{where}: expected a non-empty list"]
@@ -121,7 +136,8 @@ def compare_rows(reports: list[Report], *, baseline: Report | None = None) -> tu
     headers = ["#", "model", "backend", "precision", *(f"img/s b{b}" for b in batches), f"p50 ms b{top}"]
     if baseline is not None:
         headers.append(f"x {baseline.model}")
-    headers += ["top1", "top5", "agree", "drop pts", "max|diff|"]
+    task = reports[0].task if reports else "classify"
+    headers += ACCURACY_HEADERS[task]
     rows = []
     for i, rep in enumerate(ranked, 1):
         top_run = rep.run_at(top)
@@ -131,11 +147,30 @@ def compare_rows(reports: list[Report], *, baseline: Report | None = None) -> tu
         if baseline is not None:
             base = baseline.run_at(top)
             row.append(None if top_run is None or base is None else round(top_run.throughput_ips / base.throughput_ips, 2))
-        acc, par = rep.accuracy or {}, rep.parity or {}
-        row += [_pct(acc.get("top1")), _pct(acc.get("top5")), _pct(par.get("top1_agreement")),
-                par.get("top1_drop"), par.get("max_abs_diff")]
-        rows.append(row)
+        rows.append(row + accuracy_cells(rep))
     return headers, rows
+
+
+#: the accuracy and parity columns of each task's tables (``accuracy_cells``)
+ACCURACY_HEADERS = {
+    "classify": ["top1", "top5", "agree", "drop pts", "max|diff|"],
+    "segment": ["mIoU", "pixel agree", "mIoU drop", "max rel diff", "min cos"],
+    "backbone": ["max rel diff", "min cos"],
+}
+
+
+def accuracy_cells(rep: Report) -> list[Any]:
+    """``rep``'s accuracy and parity under ``ACCURACY_HEADERS[rep.task]``: percent, points, worst output."""
+    acc, par = rep.accuracy or {}, rep.parity or {}
+    if rep.task == "classify":
+        return [_pct(acc.get("top1")), _pct(acc.get("top5")), _pct(par.get("top1_agreement")),
+                par.get("top1_drop"), par.get("max_abs_diff")]
+    outputs = list((par.get("outputs") or {}).values())
+    worst = [max((o["max_rel_diff"] for o in outputs), default=None),
+             min((o["cosine_min"] for o in outputs), default=None)]
+    if rep.task == "backbone":
+        return worst
+    return [_pct(acc.get("miou")), _pct(par.get("pixel_agreement")), par.get("miou_drop"), *worst]
 
 
 #: INT8 must beat the fastest float model by this factor to count as faster (run-to-run noise is a few percent)

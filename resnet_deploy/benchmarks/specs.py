@@ -6,7 +6,8 @@ Syntax (``resnet-bench compare`` arguments and ``--reference``):
 ``model.plan`` / ``model.engine``    TensorRT engine
 ``onnx:PATH`` / ``trt:PATH``         the same, naming the backend whatever the suffix
 ``torch:ARCH[:WEIGHTS]``             the PyTorch model, e.g. ``torch:resnet18:demo``,
-                                     ``torch:resnet50:ckpt.pth``, ``torch:resnet50:torchvision``;
+                                     ``torch:resnet50:ckpt.pth``, ``torch:resnet50:torchvision``,
+                                     ``torch:fcn_resnet18:demo`` (a segmentation model's name);
                                      no WEIGHTS: untrained (random, seed 0)
 ``ckpt.pth`` / ``.pt`` / ``.safetensors``  (``--reference`` only) a checkpoint; its arch from
                                      ``--arch``, else the candidate's manifest, else its key names
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from resnet_deploy.archs import ARCH_NAMES
+from resnet_deploy.archs import MODEL_NAMES
 from resnet_deploy.errors import UsageError
 from resnet_deploy.manifest import Manifest, Preprocess
 from resnet_deploy.recorded import RecordedReference, read_recorded, reference_path
@@ -67,6 +68,7 @@ class Opened:
     preprocess: Preprocess
     precision: str
     device: str
+    task: str = "classify"  # archs.TASKS: from the manifest, or the PyTorch model's own
 
     @property
     def label(self) -> str:
@@ -82,8 +84,8 @@ def parse_spec(text: str) -> ModelSpec:
     head, sep, rest = text.partition(":")
     if sep and head == "torch":
         arch, _, weights = rest.partition(":")  # weights may hold ':' itself (torchvision:ENUM)
-        if arch not in ARCH_NAMES:
-            raise UsageError(f"{text}: unknown arch {arch!r} (torch:ARCH[:WEIGHTS], ARCH one of {', '.join(ARCH_NAMES)})")
+        if arch not in MODEL_NAMES:
+            raise UsageError(f"{text}: unknown arch {arch!r} (torch:ARCH[:WEIGHTS], ARCH one of {', '.join(MODEL_NAMES)})")
         return ModelSpec("torch", text, arch=arch, weights=Weights.parse(weights))
     if sep and head in ("onnx", "trt"):
         kind, path = head, Path(rest)
@@ -144,7 +146,8 @@ def _opened(spec: ModelSpec, session: Session, device: str) -> Opened:
         pp = Preprocess(resize=round(size * 256 / 224), crop=size)
     else:
         pp = manifest.preprocess
-    return Opened(spec, session, pp, manifest.precision if manifest else "unknown", device)
+    return Opened(spec, session, pp, manifest.precision if manifest else "unknown", device,
+                  manifest.task if manifest else "classify")
 
 
 def check_torch_device(device: str) -> None:
@@ -165,16 +168,18 @@ def open_torch(spec: ModelSpec, loaded, *, options: OpenOptions) -> Opened:
     from resnet_deploy.reference import TorchSession
     from resnet_deploy.weights import resolve_preprocess
 
-    pp = resolve_preprocess(loaded, image_size=options.image_size)
+    dense = loaded.task != "classify"
+    pp = resolve_preprocess(loaded, image_size=None if dense else options.image_size)
     kwargs = {"cuda_graph": True} if options.cuda_graph else {}
-    session = TorchSession(loaded.model, image_size=pp.crop, device=options.device, precision=options.precision,
-                           channels_last=options.channels_last, threads=options.threads, **kwargs)
+    session = TorchSession(loaded.model, image_size=None if dense else pp.crop, device=options.device,
+                           precision=options.precision, channels_last=options.channels_last, threads=options.threads,
+                           output_names=loaded.outputs, **kwargs)
     device = options.device
     if device.startswith("cuda"):
         import torch
 
         device = f"{device} ({torch.cuda.get_device_name(session.device)})"
-    return Opened(spec, session, pp, options.precision, device)
+    return Opened(spec, session, pp, options.precision, device, loaded.task)
 
 
 #: ``--reference`` words; anything else is a spec or a checkpoint
@@ -268,7 +273,7 @@ def _torch_from_manifest(candidate: Opened, manifest: Manifest, options: OpenOpt
     recorded = Weights.of(manifest)
     label = f"torch:{manifest.arch}:{recorded} (from the manifest)"
     return Opened(ModelSpec("torch", label, arch=manifest.arch, weights=recorded), session, candidate.preprocess,
-                  "fp32", options.device)
+                  "fp32", options.device, manifest.task)
 
 
 def _open_reference_spec(text: str, *, candidate: Opened, options: OpenOptions, arch: str | None) -> Opened:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from resnet_deploy.archs import ARCH_NAMES
+from resnet_deploy.archs import ARCH_NAMES, MODEL_NAMES
 from resnet_deploy.cli.common import (
     CONTEXT_SETTINGS,
     Group,
@@ -62,9 +62,11 @@ def timing_options(f: Callable) -> Callable:
                           "torch:ARCH[:WEIGHTS], a .pth/.safetensors (with --arch), or none. Default auto: torch "
                           "where it is installed, else recorded, else none (speed only)."),
         click.option("--max-drop", type=click.FloatRange(min=0), default=None, metavar="POINTS",
-                     help="Gate: exit 1 if top-1 drops more than this many points below the reference."),
+                     help="Gate: exit 1 if top-1 (a segmenter: mIoU on the data's masks) drops more than this "
+                          "many points below the reference."),
         click.option("--min-agreement", type=click.FloatRange(0, 100), default=None, metavar="PERCENT",
-                     help="Gate: exit 1 if fewer than this percent of top-1 answers agree with the reference."),
+                     help="Gate: exit 1 if fewer than this percent of top-1 answers (a segmenter: of pixels' "
+                          "classes) agree with the reference."),
         click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      metavar="OUT", help="Write the report as JSON (schema: docs/measurements.md)."),
         click.option("--plot", "plot_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -95,7 +97,7 @@ def _echo_int8_host(reports_sessions) -> None:
 def reference_pair_options(f: Callable) -> Callable:
     f = click.option("--weights", "ref_weights", default=None, metavar="PATH|torchvision|demo",
                      help="With --arch: the reference's weights.")(f)
-    f = click.option("--arch", "ref_arch", type=click.Choice(ARCH_NAMES), default=None,
+    f = click.option("--arch", "ref_arch", type=click.Choice(MODEL_NAMES), default=None,
                      help="The PyTorch reference's arch (with --weights), instead of --reference.")(f)
     return f
 
@@ -207,6 +209,9 @@ def _note_disturbed(reports) -> None:
 
 
 def _echo_accuracy(report) -> None:
+    if report.task != "classify":
+        _echo_dense_accuracy(report)
+        return
     acc, par = report.accuracy, report.parity
     if acc is not None:
         if acc["top1"] is None:
@@ -217,6 +222,24 @@ def _echo_accuracy(report) -> None:
         ref = "" if par["top1_ref"] is None else f"top-1 {par['top1_ref']:.2%} (drop {par['top1_drop']:.2f} points), "
         click.echo(f"parity vs {par['reference']}: {ref}agreement {par['top1_agreement']:.2%}, "
                    f"max |diff| {par['max_abs_diff']:.3g}, min cosine {par['cosine_min']:.6f}")
+    elif report.parity_not_checked is not None:
+        click.echo(f"parity: not checked ({report.parity_not_checked})")
+
+
+def _echo_dense_accuracy(report) -> None:
+    """A segmenter's mIoU and pixel agreement, a backbone's worst output, in one line each."""
+    acc, par = report.accuracy, report.parity
+    if acc is not None and report.task == "segment":
+        miou = "no masks, no mIoU" if acc["miou"] is None else f"mIoU {acc['miou']:.2%}"
+        click.echo(f"accuracy on {acc['data']}: {miou}")
+    if par is not None:
+        figures = []
+        if par.get("pixel_agreement") is not None:
+            drop = "" if par.get("miou_drop") is None else f" (mIoU drop {par['miou_drop']:.2f} points)"
+            figures.append(f"pixel agreement {par['pixel_agreement']:.4%}{drop}")
+        for name, o in par["outputs"].items():
+            figures.append(f"{name}: max rel diff {o['max_rel_diff']:.2e}, min cosine {o['cosine_min']:.6f}")
+        click.echo(f"parity vs {par['reference']}: {'; '.join(figures)}")
     elif report.parity_not_checked is not None:
         click.echo(f"parity: not checked ({report.parity_not_checked})")
 
@@ -272,7 +295,8 @@ def onnx_cmd(model, provider, strict_cpu, ref_arch, ref_weights, batches, warmup
 
 
 @cli.command("torch")
-@click.option("--arch", type=click.Choice(ARCH_NAMES), default="resnet50", show_default=True, help="ResNet variant.")
+@click.option("--arch", type=click.Choice(MODEL_NAMES), default="resnet50", show_default=True,
+              help="ResNet variant, or a segmentation model (fcn_resnet18 ...).")
 @click.option("--weights", default=None, metavar="PATH|torchvision|demo",
               help="A .pth/.safetensors state_dict, torchvision's weights, or the built-in demo. Default: untrained.")
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Head size (default: the checkpoint's).")

@@ -20,6 +20,7 @@ from resnet_deploy.cli.common import (
     thread_count,
 )
 from resnet_deploy.cli.serve import pipeline_triton_check, pipeline_triton_option, pipeline_triton_write, triton_export_cmd
+from resnet_deploy.pipeline import PIPELINE_TASKS
 
 
 @click.group(cls=Group, context_settings=CONTEXT_SETTINGS)
@@ -112,6 +113,17 @@ def onnx_cmd(arch, weights, num_classes, task, outputs, image_size, resize, min_
     click.echo(f"time: {time.perf_counter() - t0:.1f} s in all ({steps})")
 
 
+def height_width(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    """Callback of ``--opt-size``: ``HxW`` (trtexec's shape spelling, ``520x693``) or one number for a square."""
+    if value is None:
+        return None
+    parts = value.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+        raise click.BadParameter(f"{value!r} is not HEIGHTxWIDTH (e.g. 520x693) or one size", ctx, param)
+    h, w = (int(p) for p in parts * (3 - len(parts)))
+    return h, w
+
+
 @cli.command("trt")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
@@ -119,6 +131,12 @@ def onnx_cmd(arch, weights, num_classes, task, outputs, image_size, resize, min_
 @click.option("--min-batch", type=int, default=None, help="Profile minimum batch [default: the ONNX manifest's].")
 @click.option("--opt-batch", type=int, default=None, help="Batch TensorRT tunes for [default: the manifest's].")
 @click.option("--max-batch", type=int, default=None, help="Profile maximum batch [default: the manifest's].")
+@click.option("--min-size", type=int, default=None,
+              help="Segment/backbone: profile's smallest height and width [default: the manifest's].")
+@click.option("--opt-size", callback=height_width, default=None, metavar="HxW",
+              help="Segment/backbone: height x width TensorRT tunes for [default: the manifest's].")
+@click.option("--max-size", type=int, default=None,
+              help="Segment/backbone: profile's largest height and width [default: the manifest's].")
 @click.option("--workspace", "workspace_mib", type=int, default=None, metavar="MiB",
               help="Workspace memory limit in MiB (keep small on Jetson: memory is shared).")
 @click.option("--opt-level", "optimization_level", type=int, default=3, show_default=True, help="Builder optimization level 0..5.")
@@ -129,19 +147,21 @@ def onnx_cmd(arch, weights, num_classes, task, outputs, image_size, resize, min_
 @click.option("--inspect", is_flag=True, help="Print the engine inspector's layers and precisions as JSON.")
 @overwrite_option
 @debug_option
-def trt_cmd(model, output, min_batch, opt_batch, max_batch, workspace_mib, optimization_level, timing_cache,
-            hardware_compatibility, version_compat, inspect, overwrite, debug):
+def trt_cmd(model, output, min_batch, opt_batch, max_batch, min_size, opt_size, max_size, workspace_mib,
+            optimization_level, timing_cache, hardware_compatibility, version_compat, inspect, overwrite, debug):
     """Build a strongly typed TensorRT engine from MODEL (.onnx): precision comes from the ONNX itself.
 
     \b
     Example:
       resnet-export trt resnet50.int8.onnx -o resnet50.int8.plan --max-batch 32 --timing-cache trt.cache
+      resnet-export trt deeplab.onnx -o deeplab.plan --max-batch 4 --min-size 256 --opt-size 520x693 --max-size 768
     """
     import json
 
     from resnet_deploy.export.tensorrt import EngineConfig, engine_from_onnx, inspect_engine
 
-    config = EngineConfig(min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, workspace_mib=workspace_mib,
+    config = EngineConfig(min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, min_size=min_size,
+                          opt_size=opt_size, max_size=max_size, workspace_mib=workspace_mib,
                           optimization_level=optimization_level, timing_cache=timing_cache,
                           hardware_compatibility=hardware_compatibility, version_compatible=version_compat,
                           overwrite=overwrite)
@@ -326,8 +346,10 @@ def _int8_gate(model: Path, max_drop: float | None):
 
 
 @cli.command("pipeline")
-@click.option("--arch", type=click.Choice(ARCH_NAMES),
-              default="resnet18", show_default=True, help="ResNet variant.")
+@click.option("--arch", type=click.Choice(MODEL_NAMES),
+              default="resnet18", show_default=True, help="ResNet variant, or a segmentation model.")
+@click.option("--task", type=click.Choice(PIPELINE_TASKS), default=None,
+              help="segment: the arch's FCN segmenter (resnet18 -> fcn_resnet18) [default: the arch's own task].")
 @click.option("--weights", type=WEIGHTS, default="demo", show_default=True, metavar="PATH|torchvision|demo|random",
               help="Weights to deploy ('random': untrained, seed 0).")
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Classifier head size.")
@@ -356,7 +378,7 @@ def _int8_gate(model: Path, max_drop: float | None):
               help="Output folder (created; its parent must exist).")
 @overwrite_option
 @debug_option
-def pipeline_cmd(arch, weights, num_classes, image_size, resize, max_batch, calib_data, calib_count, method,
+def pipeline_cmd(arch, task, weights, num_classes, image_size, resize, max_batch, calib_data, calib_count, method,
                  eval_data, max_drop, batches, duration, threads, no_tensorrt, triton_repo, out_dir, overwrite, debug):
     """Everything in one go: ONNX, FP16, INT8 (TensorRT and CPU targets), TensorRT engines where
     TensorRT and a GPU exist; each gated against PyTorch, all benchmarked side by side, and a report.
@@ -365,29 +387,30 @@ def pipeline_cmd(arch, weights, num_classes, image_size, resize, max_batch, cali
     Example (the built-in default: the demo ResNet-18 and the digits, no download):
       resnet-export pipeline -o out
       resnet-export pipeline --arch resnet50 --weights r50.pth --calib-data calib/ --eval-data val/ -o out50
+      resnet-export pipeline --task segment -o out-seg     # the demo FCN-ResNet18 on digits-seg
     """
     import time
 
     from resnet_deploy.cli.common import table
-    from resnet_deploy.pipeline import SUMMARY_HEADERS, PipelineConfig, run_pipeline, summary_rows
+    from resnet_deploy.pipeline import SUMMARY_HEADERS, PipelineConfig, report_files, run_pipeline, summary_rows
 
     t0 = time.perf_counter()
     config = PipelineConfig(
-        arch=arch, weights=weights, num_classes=num_classes, image_size=image_size,
+        arch=arch, task=task, weights=weights, num_classes=num_classes, image_size=image_size,
         resize=resize, max_batch=max_batch, calib_data=calib_data, eval_data=eval_data, calib_count=calib_count,
         method=method, max_drop=max_drop, tensorrt=not no_tensorrt, batches=tuple(batches), duration_s=duration,
         threads=threads,
     )
     if triton_repo:
-        pipeline_triton_check(out_dir, overwrite=overwrite)
+        pipeline_triton_check(out_dir, overwrite=overwrite, arch=arch, task=task)
     result = run_pipeline(out_dir, config=config, overwrite=overwrite, debug=debug,
                           log=lambda msg: click.echo(msg, err=True))
-    click.echo(table(SUMMARY_HEADERS, summary_rows(result.summary)))
+    click.echo(table(SUMMARY_HEADERS[result.task], summary_rows(result.summary, result.task)))
     for stage in result.stages:
         if stage.status != "ok":
             click.echo(f"{stage.name}: {stage.status} ({stage.note})")
-    click.echo(f"report: {result.out_dir / 'report.md'}, {result.out_dir / 'report.json'}, "
-               f"{result.out_dir / 'throughput.png'} ({time.perf_counter() - t0:.0f} s in all)")
+    files = ", ".join(str(result.out_dir / name) for name in report_files(result.task))
+    click.echo(f"report: {files} ({time.perf_counter() - t0:.0f} s in all)")
     if triton_repo:
         pipeline_triton_write(result, overwrite=overwrite)
 
@@ -429,14 +452,14 @@ def deepstream_cmd(artifact, out_dir, eval_data, eval_count, batch_size, seconda
     import time
 
     from resnet_deploy.data import open_source
-    from resnet_deploy.deploy.deepstream import DeepStreamOptions, deepstream_from_onnx
+    from resnet_deploy.deploy.deepstream import DEEPSTREAM_TARGET, DeepStreamOptions, deepstream_from_onnx
     from resnet_deploy.deploy.gated import gated_manifest
     from resnet_deploy.publish import check_folder_destination
 
     t0 = time.perf_counter()
     options = DeepStreamOptions(batch_size=batch_size, secondary_batch_size=secondary_batch_size, threshold=threshold,
                                 gpu_id=gpu_id, photos=not no_photos, allow_ungated=allow_ungated)
-    gated_manifest(artifact, allow_ungated=allow_ungated)  # refuse before opening any data
+    gated_manifest(artifact, allow_ungated=allow_ungated, target=DEEPSTREAM_TARGET)  # refuse before opening any data
     check_folder_destination(out_dir, overwrite=overwrite)
     eval_data = _default_demo_data(artifact, eval_data)
     if eval_data is None:

@@ -37,6 +37,7 @@ from resnet_deploy.parity import Gate, Parity, ParityAccumulator
 #: the exact variant against its parent, on identically scaled input: the same computation
 VARIANT_GATE = Gate(min_agreement=1.0, max_rel_diff=1e-5)
 NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2}
+DEEPSTREAM_TARGET = "the DeepStream (nvinfer classifier) configuration"
 # nvinfer builds a Q/DQ graph given network-mode=1 and no int8-calib-file in its FP16 mode and
 # names the engine after the mode it built (nvdsinfer_model_builder.cpp: "INT8 calibration file
 # not specified. Trying FP16 mode."; suggestedPathName = model + "_b" + batch + "_" + gpu + "_" + mode).
@@ -97,7 +98,7 @@ def deepstream_from_onnx(artifact: str | os.PathLike[str], out_dir: str | os.Pat
     from resnet_deploy.publish import atomic_folder, check_folder_destination
 
     artifact = Path(artifact)
-    manifest = gated_manifest(artifact, allow_ungated=options.allow_ungated)
+    manifest = gated_manifest(artifact, allow_ungated=options.allow_ungated, target=DEEPSTREAM_TARGET)
     check_artifact(artifact, manifest)
     _check_options(options, manifest)
     check_folder_destination(out_dir, overwrite=overwrite)

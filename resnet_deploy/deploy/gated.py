@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_deploy.errors import UsageError
-from resnet_deploy.manifest import Manifest, manifest_path, read_manifest
+from resnet_deploy.manifest import Manifest, manifest_path, read_manifest, require_classifier
 
 #: the prefix of ``parity.data`` for the exporter's own check on random images
 SYNTHETIC_DATA = "synthetic"
@@ -25,11 +25,14 @@ def recorded_parity(manifest: Manifest) -> dict[str, Any] | None:
     return manifest.parity or manifest.details.get("onnx_parity")
 
 
-def gated_manifest(artifact: str | os.PathLike[str], *, allow_ungated: bool = False) -> Manifest:
+def gated_manifest(artifact: str | os.PathLike[str], *, allow_ungated: bool = False,
+                   target: str = "this deployment configuration") -> Manifest:
     """The sidecar manifest of ``artifact``, refused unless it records a gate held on real data.
 
     ``allow_ungated`` accepts a manifest whose parity is missing or synthetic (never a missing
-    manifest: without one nothing says how to feed the model).
+    manifest: without one nothing says how to feed the model). ``target`` names the configuration
+    being made ("the Triton model configuration"): those are for classifiers, and other tasks are
+    refused first.
     """
     path = Path(artifact)
     if not path.is_file():
@@ -38,6 +41,7 @@ def gated_manifest(artifact: str | os.PathLike[str], *, allow_ungated: bool = Fa
     if manifest is None:
         raise UsageError(f"{path}: no manifest beside it ({manifest_path(path).name}); "
                          "only artifacts published by resnet-export can be deployed")
+    require_classifier(manifest, path, what=target)
     if allow_ungated:
         return manifest
     parity = recorded_parity(manifest)

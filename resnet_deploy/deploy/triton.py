@@ -45,6 +45,7 @@ TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_
 #: ONNX Runtime backend parameter for intra-op threads (the Python backend's model reads the same key)
 THREADS_PARAMETER = "intra_op_thread_count"
 VERSION = "1"
+TRITON_TARGET = "the Triton model configuration"  # what gated_manifest refuses a segmenter for
 #: the NGC release of the tritonserver (2.51) that checked these configurations here; engines need the release
 #: whose TensorRT built them
 CONTAINER = "nvcr.io/nvidia/tritonserver:24.10-py3"
@@ -241,7 +242,7 @@ def plan_model(artifact: str | os.PathLike[str], *, name: str | None = None,
                options: TritonOptions = TritonOptions()) -> ModelEntry:
     """Read, gate, configure and validate one artifact; nothing is written."""
     path = Path(artifact)
-    manifest = gated_manifest(path, allow_ungated=options.allow_ungated)
+    manifest = gated_manifest(path, allow_ungated=options.allow_ungated, target=TRITON_TARGET)
     kind = artifact_kind(path)
     if options.backend == "python" and kind != "onnx":
         raise UsageError(f"{path}: the Python backend serves ONNX artifacts on the CPU; a TensorRT engine needs "

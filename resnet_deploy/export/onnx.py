@@ -167,8 +167,7 @@ def dense_size_range(pp: Preprocess, config: OnnxConfig) -> SizeRange:
     if not 32 <= config.min_size <= pp.resize <= config.max_size <= 8192:
         raise UsageError(f"need 32 <= `min_size` ({config.min_size}) <= `resize` ({pp.resize}) <= `max_size` "
                          f"({config.max_size}) <= 8192")
-    return SizeRange(min=config.min_size, opt=(pp.resize, min(config.max_size, round(pp.resize * 4 / 3))),
-                     max=config.max_size)
+    return SizeRange(min=config.min_size, opt=SizeRange.tuned(pp.resize, config.max_size), max=config.max_size)
 
 
 def _output_spec(loaded: LoadedModel) -> dict:

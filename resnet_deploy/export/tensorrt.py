@@ -2,7 +2,9 @@
 
 Precision lives in the ONNX (FP16 through Cast nodes, INT8 through Q/DQ nodes), so the network is
 created STRONGLY_TYPED and no precision flag is set: TensorRT 11 removed them, and 10.12+ rejects
-them on a strongly typed network (docs/tensorrt.md). Same builder calls on 10.x and 11.x, after
+them on a strongly typed network (docs/tensorrt.md). The one optimization profile spans the batch
+and, for segmentation and backbone ONNX, height and width, from the ONNX manifest's bounds or
+narrower ones. Same builder calls on 10.x and 11.x, after
 NVIDIA/TensorRT ``samples/python/introductory_parser_samples/onnx_resnet50.py`` and
 ``samples/python/common.py`` (timing cache).
 """
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from resnet_deploy.errors import DeployError, UsageError
 from resnet_deploy.export.artifact import check_outputs, parent_manifest, publish_artifact
 from resnet_deploy.recorded import read_recorded
-from resnet_deploy.manifest import BatchRange, Manifest, package_versions, read_manifest
+from resnet_deploy.manifest import BatchRange, Manifest, SizeRange, package_versions, read_manifest
 from resnet_deploy.publish import sha256_bytes, sha256_file, write_bytes
 from resnet_deploy.runtime import cuda
 from resnet_deploy.runtime.tensorrt import import_tensorrt, load_engine, trt_logger
@@ -32,11 +34,15 @@ if TYPE_CHECKING:  # the types come from tensorrt-stubs (typings/), checked by m
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """How to build an engine. Batch sizes left None come from the ONNX manifest's ``batch``."""
+    """How to build an engine. Batch sizes left None come from the ONNX manifest's ``batch``, and
+    the sizes of segmentation and backbone models from its ``size``."""
 
     min_batch: int | None = None
     opt_batch: int | None = None  # the batch TensorRT tunes kernels for
     max_batch: int | None = None  # buffers and activations are sized for it
+    min_size: int | None = None  # segment, backbone: the smallest height and width the engine takes
+    opt_size: tuple[int, int] | None = None  # ... the (height, width) TensorRT tunes kernels for
+    max_size: int | None = None  # ... and the largest height and width
     workspace_mib: int | None = None  # None: TensorRT's default (device memory); keep small on Jetson (shared DRAM)
     optimization_level: int = 3  # TensorRT's default; 0 builds fastest, 5 tries the most tactics
     timing_cache: Path | None = None  # read if present, written back atomically; ignored at level 0
@@ -47,9 +53,14 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         for option, value in (("min_batch", self.min_batch), ("opt_batch", self.opt_batch),
-                              ("max_batch", self.max_batch), ("workspace_mib", self.workspace_mib)):
+                              ("max_batch", self.max_batch), ("workspace_mib", self.workspace_mib),
+                              ("min_size", self.min_size), ("max_size", self.max_size)):
             if value is not None and value < 1:
                 raise UsageError(f"`{option}` must be at least 1, got {value}")
+        if self.opt_size is not None and (len(self.opt_size) != 2 or min(self.opt_size) < 1):
+            raise UsageError(f"`opt_size` must be a height and a width of at least 1, got {self.opt_size}")
+        if self.min_size is not None and self.max_size is not None and self.min_size > self.max_size:
+            raise UsageError(f"sizes must satisfy `min_size` <= `max_size`, got {self.min_size}/{self.max_size}")
         if not 0 <= self.optimization_level <= 5:
             raise UsageError(f"`optimization_level` must be 0..5, got {self.optimization_level}")
         given = [b for b in (self.min_batch, self.opt_batch, self.max_batch) if b is not None]
@@ -78,6 +89,53 @@ def resolve_profile(parent: Manifest, config: EngineConfig) -> BatchRange:
     if not lo <= opt <= hi:
         raise UsageError(f"batch sizes must satisfy `min_batch` <= `opt_batch` <= `max_batch`, got {lo}/{opt}/{hi}")
     return BatchRange(min=lo, opt=opt, max=hi)
+
+
+def resolve_size(parent: Manifest, config: EngineConfig) -> SizeRange | None:
+    """The optimization profile's height/width range: the config's, defaulting to (and within) the ONNX's ``size``.
+
+    None for a fixed-size ONNX (a classifier), which takes no size options.
+    """
+    given = {k: v for k, v in (("min_size", config.min_size), ("opt_size", config.opt_size),
+                               ("max_size", config.max_size)) if v is not None}
+    if parent.size is None:
+        if given:
+            fixed = "x".join(str(parent.input.shape[a]) for a in parent.input.hw_axes)
+            raise UsageError(f"{', '.join(f'`{k}`' for k in given)}: this {parent.task} ONNX has a fixed "
+                             f"{fixed} input; sizes are for segmentation and backbone models")
+        return None
+    bounds = parent.size
+    lo = config.min_size if config.min_size is not None else bounds.min
+    hi = config.max_size if config.max_size is not None else bounds.max
+    if not bounds.min <= lo <= hi <= bounds.max:
+        raise UsageError(f"height/width range {lo}..{hi} is outside the ONNX model's {bounds.min}..{bounds.max} "
+                         "(re-export the ONNX with wider size bounds)")
+    h, w = config.opt_size if config.opt_size is not None else (min(max(d, lo), hi) for d in bounds.opt)
+    if not (lo <= h <= hi and lo <= w <= hi):
+        raise UsageError(f"`opt_size` {h}x{w} is outside the engine's height/width range {lo}..{hi}")
+    return SizeRange(min=lo, opt=(h, w), max=hi)
+
+
+def profile_shapes(parent: Manifest, batch: BatchRange,
+                   size: SizeRange | None) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """The input's min, opt and max shapes: the batch, and height and width where ``size`` makes them dynamic."""
+    shape = parent.input.shape
+    hw = parent.input.hw_axes if size is not None else ()
+    if size is not None and any(shape[a] >= 1 for a in hw):
+        raise UsageError(f"the ONNX manifest gives a size range but a fixed height/width in input shape {shape}")
+    if any(d < 1 for i, d in enumerate(shape) if i != 0 and i not in hw):
+        raise UsageError(f"only the batch dimension (and the height and width of segmentation and backbone "
+                         f"models) may be dynamic, input shape is {shape}")
+
+    def at(b: int, h: int = 0, w: int = 0) -> tuple[int, ...]:
+        dims = [b, *shape[1:]]
+        for axis, d in zip(hw, (h, w)):
+            dims[axis] = d
+        return tuple(dims)
+
+    if size is None:
+        return at(batch.min), at(batch.opt), at(batch.max)
+    return (at(batch.min, size.min, size.min), at(batch.opt, *size.opt), at(batch.max, size.max, size.max))
 
 
 def _parser_errors(parser: trt_types.OnnxParser) -> str:
@@ -144,7 +202,8 @@ def engine_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLik
                      config: EngineConfig = EngineConfig()) -> EngineResult:
     """Build a TensorRT engine from ``onnx_path`` and publish ``output`` and ``output.json`` atomically.
 
-    Checks the destination and the batch range before any work; without TensorRT (or
+    Checks the destination, the batch range and (segmentation, backbones) the height/width range
+    before any work; without TensorRT (or
     cuda-python) raises MissingDependencyError before anything is written.
     """
     onnx_path = Path(onnx_path)
@@ -158,9 +217,11 @@ def engine_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLik
         raise UsageError(f"`timing_cache` {cache_path}: needs a file path in an existing folder")
     parent = parent_manifest(onnx_path)
     profile = resolve_profile(parent, config)
-    sample = tuple(parent.input.shape[1:])
-    if any(d < 1 for d in sample):
-        raise UsageError(f"{onnx_path}: only the batch dimension may be dynamic, input shape is {parent.input.shape}")
+    size = resolve_size(parent, config)
+    try:
+        shapes = profile_shapes(parent, profile, size)
+    except UsageError as exc:
+        raise UsageError(f"{onnx_path}: {exc}") from None
     onnx_sha = sha256_file(onnx_path)  # parent_manifest checked it against the sidecar (cached since)
     recorded = read_recorded(onnx_path, parent, missing_ok=True)  # copied beside the engine: resnet-bench trt measures against it
 
@@ -181,6 +242,11 @@ def engine_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLik
     if network.num_inputs != 1 or network.get_input(0).name != parent.input.name:
         names = [network.get_input(i).name for i in range(network.num_inputs)]
         raise UsageError(f"{onnx_path}: expected one input {parent.input.name!r}, the network has {names}")
+    if parent.task != "classify":  # the runtime finds a backbone's outputs by the manifest's names
+        outputs = [network.get_output(i).name for i in range(network.num_outputs)]
+        if sorted(outputs) != sorted(parent.output_names):
+            raise UsageError(f"{onnx_path}: its manifest names outputs {list(parent.output_names)}, "
+                             f"the network has {outputs}")
 
     bconfig = builder.create_builder_config()
     if config.workspace_mib is not None:
@@ -194,11 +260,10 @@ def engine_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLik
         bconfig.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     opt_profile = builder.create_optimization_profile()
     # set_shape takes Dims; pybind11 converts tuples implicitly, which tensorrt-stubs 10.13 do not declare.
-    shapes = [(b, *sample) for b in (profile.min, profile.opt, profile.max)]
     opt_profile.set_shape(parent.input.name, *shapes)  # type: ignore[arg-type]
     if bconfig.add_optimization_profile(opt_profile) < 0:  # -1: TensorRT found the profile invalid
         raise DeployError(f"{onnx_path}: TensorRT refused the optimization profile for {parent.input.name!r} "
-                          f"(batch {profile.min}/{profile.opt}/{profile.max}): {logger.lines.since(mark)}")
+                          f"(min/opt/max {' / '.join(map(str, shapes))}): {logger.lines.since(mark)}")
     cache = _load_timing_cache(bconfig, cache_path)  # must stay alive until the build is done
 
     start = time.perf_counter()
@@ -214,6 +279,7 @@ def engine_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLik
     del cache
     manifest = parent.derive(
         batch=profile,
+        size=size,  # the profile's height/width range: the runtime refuses inputs outside it
         # The ONNX's parity was measured in onnxruntime, not on this engine: resnet-bench measures it.
         parity=None,
         source={**parent.source, "parent_sha256": onnx_sha, "sha256": sha256_bytes(plan)},

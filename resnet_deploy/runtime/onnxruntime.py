@@ -173,7 +173,7 @@ class OnnxRuntimeSession(Session):
             raise UsageError(f"{self.path}: its manifest says {m.num_classes} classes"
                              f"{'' if m.labels is None else f' ({len(m.labels)} labels)'} but the model outputs "
                              f"{self._num_classes}; is the manifest another artifact's?")
-        if m.task != "classify" and tuple(m.output.get("names", [m.output.get("name")])) != self.output_names:
+        if m.task != "classify" and m.output_names != self.output_names:
             raise UsageError(f"{self.path}: its manifest names outputs {m.output} but the model has "
                              f"{list(self.output_names)}; is the manifest another artifact's?")
         self.sample_shape = tuple(a if b is None else b for a, b in zip(want, self.sample_shape))

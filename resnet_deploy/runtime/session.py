@@ -84,6 +84,11 @@ class Session(ABC):
         top = "" if self.max_batch is None else str(self.max_batch)
         return f"{self.input_dtype} array of shape (N, {dims}) with N in {self.min_batch}..{top}"
 
+    @property
+    def hw_axes(self) -> tuple[int, int]:
+        """The axes of height and width in a batch: (1, 2) for uint8 NHWC input, (2, 3) for float NCHW."""
+        return (1, 2) if self.input_dtype == "uint8" else (2, 3)
+
     def check_input(self, batch: np.ndarray) -> np.ndarray:
         """Validate ``batch`` (dtype, rank, size, batch range, NaN/Inf); return it C-contiguous.
 
@@ -99,7 +104,7 @@ class Session(ABC):
         if len(shape) != len(sample) + 1 or any(w is not None and g != w for g, w in zip(shape[1:], sample)):
             raise UsageError(f"input has shape {shape}; this model takes a {self.expected_input()}")
         if self.size_range is not None:
-            h, w = shape[1:3] if self.input_dtype == "uint8" else shape[2:4]
+            h, w = (shape[a] for a in self.hw_axes)
             if (problem := self.size_range.check(h, w)) is not None:
                 raise UsageError(f"input {problem}; it takes a {self.expected_input()}")
         n = shape[0]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from resnet_deploy.errors import DeployError, UsageError, require
-from resnet_deploy.manifest import Manifest
+from resnet_deploy.manifest import Manifest, SizeRange
 from resnet_deploy.publish import sha256_bytes
 from resnet_deploy.runtime import cuda
 from resnet_deploy.runtime.session import Session
@@ -34,7 +34,8 @@ from resnet_deploy.runtime.session import Session
 if TYPE_CHECKING:  # the types come from tensorrt-stubs (typings/), checked by mypy in CI
     import tensorrt as trt_types
 
-TENSORRT_INSTALL = "pip install tensorrt (on Jetson TensorRT comes with JetPack)"
+TENSORRT_INSTALL = ("pip install 'resnet-deploy[tensorrt-cu12]' ([tensorrt-cu13] for a CUDA 13 driver; on Jetson "
+                    "TensorRT comes with JetPack: pip install 'resnet-deploy[jetson]')")
 _log = logging.getLogger(__name__)
 _DTYPE_NAMES = {np.dtype(np.float32): "float32", np.dtype(np.uint8): "uint8", np.dtype(np.float16): "float16"}
 # A serialized engine holds at least a header and the network's weights; anything shorter is cut off.
@@ -290,14 +291,32 @@ def load_engine(path: str | os.PathLike[str], *, manifest: Manifest | None, veri
 # ------------------------------------------------------------------------------------ session
 
 
+@dataclass
+class _Tensor:
+    """An engine I/O tensor's pinned host and device buffers, grown when a call needs more bytes."""
+
+    name: str
+    dtype: np.dtype
+    host: cuda.HostBuffer | None = None
+    device: cuda.DeviceBuffer | None = None
+
+    @property
+    def capacity(self) -> int:
+        return 0 if self.host is None else self.host.nbytes
+
+
 class TensorRTSession(Session):
     """Run a TensorRT engine: ``with TensorRTSession("model.plan", manifest=m) as s: logits = s.run(x)``.
 
-    Buffers are allocated once for the profile's largest batch (pinned host and device memory);
-    each call copies the batch in, runs ``execute_async_v3`` on a private stream and copies the
-    logits back. With ``cuda_graph=True`` the engine call is captured into a CUDA graph after its
-    first run at a batch shape and replayed afterwards; a new shape recaptures, and an engine
-    that cannot be captured runs without graphs (``graph_note`` says why).
+    One input; one output for a classifier, several named outputs for a backbone (``run_outputs``).
+    Buffers (pinned host and device memory) are sized for a classifier's largest batch at setup;
+    for an engine with a dynamic height and width (segmentation, backbones) for the profile's
+    tuned shape, and grown when a call needs more. Each call sets the input shape, reads every
+    output's shape back from the execution context, copies the batch in, runs
+    ``execute_async_v3`` on a private stream and copies the outputs back. With
+    ``cuda_graph=True`` the engine call is captured into a CUDA graph after its first run at a
+    batch shape and replayed afterwards; a new shape recaptures, and an engine that cannot be
+    captured runs without graphs (``graph_note`` says why).
     """
 
     backend = "tensorrt"
@@ -319,6 +338,7 @@ class TensorRTSession(Session):
         self._events: list[cuda.Event] = []
         self._graph: cuda.CudaGraph | None = None
         self._shape: tuple[int, ...] | None = None
+        self._out_shapes: dict[str, tuple[int, ...]] = {}
         self._loaded = load_engine(self.path, manifest=manifest, verify_hash=verify_hash,
                                    allow_unverified=allow_unverified)
         self.host = self._loaded.host
@@ -334,16 +354,25 @@ class TensorRTSession(Session):
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise UsageError(f"{self.path}: a classifier engine has one input and one output, "
-                             f"this one has inputs {inputs} and outputs {outputs}")
-        self.input_name, self.output_name = inputs[0], outputs[0]
-        if self.manifest is not None and self.manifest.input.name != self.input_name:
+        # A classifier's manifest means one output; an engine opened without one may have several (run_outputs).
+        classifier = self.manifest is not None and self.manifest.task == "classify"
+        if len(inputs) != 1 or not outputs or (classifier and len(outputs) != 1):
+            kind = "a classifier engine has one input and one output" if classifier else \
+                "an engine has one input and at least one output"
+            raise UsageError(f"{self.path}: {kind}, this one has inputs {inputs} and outputs {outputs}")
+        self.input_name = inputs[0]
+        m = self.manifest
+        if m is not None and m.input.name != self.input_name:
             raise UsageError(f"{self.path}: engine input is {self.input_name!r} but its manifest says "
-                             f"{self.manifest.input.name!r}: the manifest belongs to another model")
+                             f"{m.input.name!r}: the manifest belongs to another model")
+        if m is not None and m.task != "classify":
+            if sorted(m.output_names) != sorted(outputs):
+                raise UsageError(f"{self.path}: its manifest names outputs {list(m.output_names)} but the engine "
+                                 f"has {outputs}: the manifest belongs to another model")
+            outputs = list(m.output_names)  # the manifest's order (c2..c5), whatever order TensorRT lists them in
+        self.output_names = tuple(outputs)
         try:  # nptype raises TypeError for types numpy lacks (bfloat16, fp8)
-            in_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.input_name)))
-            out_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.output_name)))
+            in_dtype, *out_dtypes = (np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in (inputs[0], *outputs))
         except TypeError as exc:
             raise UsageError(f"{self.path}: engine I/O type numpy cannot hold ({exc})") from exc
         if in_dtype not in _DTYPE_NAMES:
@@ -352,25 +381,42 @@ class TensorRTSession(Session):
         shape = dims(engine.get_tensor_shape(self.input_name))
         self.sample_shape = tuple(None if d < 0 else d for d in shape[1:])
         if any(d < 0 for d in shape):
-            lo, _, hi = (dims(s) for s in engine.get_tensor_profile_shape(self.input_name, 0))
+            lo, opt, hi = (dims(s) for s in engine.get_tensor_profile_shape(self.input_name, 0))
         else:  # built with static shapes: no optimization profile
-            lo = hi = shape
+            lo = opt = hi = shape
+        self._profile = (lo, hi)
         self.min_batch, self.max_batch = lo[0], hi[0]
+        self.size_range = self._size_range(shape, lo, opt, hi)
 
         self._context = context = engine.create_execution_context()
         if context is None:
             raise DeployError(f"{self.path}: TensorRT could not create an execution context (out of GPU memory?)")
         self._stream = cuda.Stream()
-        self._set_input_shape(hi)
-        out_max = dims(context.get_tensor_shape(self.output_name))
-        self._in_host = self._keep(cuda.HostBuffer(hi, in_dtype))
-        self._out_host = self._keep(cuda.HostBuffer(out_max, out_dtype))
-        self._in_dev = self._keep(cuda.DeviceBuffer(self._in_host.nbytes))
-        self._out_dev = self._keep(cuda.DeviceBuffer(self._out_host.nbytes))
-        # Addresses never change (buffers sized for the profile max), so they are set once.
-        for name, buf in ((self.input_name, self._in_dev), (self.output_name, self._out_dev)):
-            if not context.set_tensor_address(name, buf.ptr):
-                raise DeployError(f"{self.path}: TensorRT refused the address of tensor {name!r}")
+        self._input = _Tensor(self.input_name, in_dtype)
+        self._outputs = [_Tensor(n, d) for n, d in zip(self.output_names, out_dtypes)]
+        # A fixed-size engine (a classifier) gets its buffers for the largest batch once; a dynamic
+        # height and width could need gigabytes at the profile's max, so those start at its opt.
+        self._bind(hi if self.size_range is None else opt)
+
+    def _size_range(self, shape: tuple[int, ...], lo: tuple[int, ...], opt: tuple[int, ...],
+                    hi: tuple[int, ...]) -> SizeRange | None:
+        """The engine profile's height/width range (None: fixed), checked against the manifest's ``size``."""
+        h, w = self.hw_axes
+        dynamic = len(shape) == 4 and (shape[h] < 0 or shape[w] < 0)
+        # A profile of another form (trtexec's, not a square box) leaves TensorRT's set_input_shape as the check.
+        engine = SizeRange(min=lo[h], opt=(opt[h], opt[w]), max=hi[h]) \
+            if dynamic and lo[h] == lo[w] and hi[h] == hi[w] else None
+        if self.manifest is None:
+            return engine
+        given = self.manifest.size
+        bounds = [None if r is None else (r.min, r.max) for r in (given, engine)]
+        if bounds[0] != bounds[1]:
+            said = "a fixed size" if given is None else f"sizes {given.min}..{given.max}"
+            took = (f"sizes {engine.min}..{engine.max}" if engine else
+                    f"heights {lo[h]}..{hi[h]} and widths {lo[w]}..{hi[w]}" if dynamic else "a fixed size")
+            raise UsageError(f"{self.path}: its manifest says {said} but the engine's profile takes {took}: "
+                             "the manifest belongs to another model")
+        return given
 
     def _keep(self, buffer: Any) -> Any:
         self._buffers.append(buffer)  # freed by close(), also when setup fails half way
@@ -393,13 +439,40 @@ class TensorRTSession(Session):
             raise UsageError("this TensorRT session is closed")
         return self._context, self._stream
 
-    def _set_input_shape(self, shape: tuple[int, ...]) -> None:
+    def _bind(self, shape: tuple[int, ...]) -> None:
+        """Set the input shape, read each output's shape back, and grow the buffers that are too small."""
         context, _ = self._live()
+        self._shape = None  # until every step below succeeded
+        self._drop_graph()  # a graph holds the shapes and addresses it was captured with
         if not context.set_input_shape(self.input_name, tuple(shape)):
-            raise UsageError(f"{self.path}: TensorRT refused input shape {tuple(shape)} "
-                             f"(profile batch {self.min_batch}..{self.max_batch})")
+            lo, hi = self._profile
+            raise UsageError(f"{self.path}: TensorRT refused input shape {tuple(shape)} (profile {lo} .. {hi})")
+        self._fit(self._input, shape)
+        out_shapes = {}
+        for tensor in self._outputs:
+            out = dims(context.get_tensor_shape(tensor.name))
+            if any(d < 0 for d in out):  # data-dependent: needs an IOutputAllocator, which no ResNet needs
+                raise DeployError(f"{self.path}: output {tensor.name!r} has no shape before running ({out})")
+            self._fit(tensor, out)
+            out_shapes[tensor.name] = out
+        self._out_shapes = out_shapes
         self._shape = tuple(shape)
-        self._drop_graph()  # a graph holds the shapes it was captured with
+
+    def _fit(self, tensor: _Tensor, shape: tuple[int, ...]) -> None:
+        """Make ``tensor``'s buffers hold ``shape``: reused when big enough, else replaced and re-addressed."""
+        count = int(np.prod(shape, dtype=np.int64))
+        if count * tensor.dtype.itemsize <= tensor.capacity:
+            return
+        context, _ = self._live()
+        for old in (tensor.host, tensor.device):
+            if old is not None:
+                self._buffers.remove(old)
+                old.free()
+        tensor.host = tensor.device = None
+        tensor.host = self._keep(cuda.HostBuffer(count, tensor.dtype))
+        tensor.device = self._keep(cuda.DeviceBuffer(tensor.host.nbytes))
+        if not context.set_tensor_address(tensor.name, tensor.device.ptr):
+            raise DeployError(f"{self.path}: TensorRT refused the address of tensor {tensor.name!r}")
 
     def _drop_graph(self) -> None:
         graph, self._graph = self._graph, None
@@ -442,30 +515,35 @@ class TensorRTSession(Session):
         else:
             self._graph = graph
 
-    def _infer(self, batch: np.ndarray, *, timed: bool) -> tuple[np.ndarray, dict[str, float]]:
-        context, stream = self._live()
+    def _infer(self, batch: np.ndarray, *, timed: bool) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        _, stream = self._live()
         if batch.shape != self._shape:
-            self._set_input_shape(batch.shape)
-        out_shape = dims(context.get_tensor_shape(self.output_name))
-        out_size = int(np.prod(out_shape, dtype=np.int64))
-        self._in_host.array.reshape(-1)[: batch.size] = batch.reshape(-1)
+            self._bind(batch.shape)
+        src = self._input
+        assert src.host is not None and src.host.array is not None and src.device is not None
+        src.host.array[: batch.size] = batch.reshape(-1)
         if timed and not self._events:
             self._events = [cuda.Event() for _ in range(4)]
         ev = self._events
         if timed:
             ev[0].record(stream)
-        cuda.memcpy_htod_async(self._in_dev.ptr, self._in_host.array, stream, nbytes=batch.nbytes)
+        cuda.memcpy_htod_async(src.device.ptr, src.host.array, stream, nbytes=batch.nbytes)
         if timed:
             ev[1].record(stream)
         self._enqueue()
         if timed:
             ev[2].record(stream)
-        cuda.memcpy_dtoh_async(self._out_host.array, self._out_dev.ptr, stream,
-                               nbytes=out_size * self._out_host.dtype.itemsize)
+        views = {}
+        for t in self._outputs:
+            assert t.host is not None and t.host.array is not None and t.device is not None
+            shape = self._out_shapes[t.name]
+            view = t.host.array[: int(np.prod(shape, dtype=np.int64))]
+            cuda.memcpy_dtoh_async(view, t.device.ptr, stream)
+            views[t.name] = view.reshape(shape)
         if timed:
             ev[3].record(stream)
         stream.synchronize()
-        logits = self._out_host.array.reshape(-1)[:out_size].reshape(out_shape).astype(np.float32, copy=True)
+        outputs = {name: view.astype(np.float32, copy=True) for name, view in views.items()}
         times: dict[str, float] = {}
         if timed:
             times = {"h2d_ms": cuda.elapsed_ms(ev[0], ev[1]), "gpu_compute_ms": cuda.elapsed_ms(ev[1], ev[2]),
@@ -473,13 +551,16 @@ class TensorRTSession(Session):
             times["latency_ms"] = times["h2d_ms"] + times["gpu_compute_ms"] + times["d2h_ms"]
         if self.cuda_graph and self._graph is None:
             self._capture()  # after a plain run at this shape, as trtexec does before capturing
-        return logits, times
+        return outputs, times
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self._infer(batch, timed=False)[0][self.output_names[0]]
+
+    def _run_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         return self._infer(batch, timed=False)[0]
 
     def run_timed(self, batch: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-        """Logits of one batch and its timings, all in milliseconds.
+        """The first output (a classifier's logits) of one batch and its timings, all in milliseconds.
 
         ``h2d_ms``, ``gpu_compute_ms`` (CUDA events around ``execute_async_v3`` or the graph
         launch) and ``d2h_ms`` are trtexec's H2D latency, GPU compute time and D2H latency;
@@ -488,9 +569,9 @@ class TensorRTSession(Session):
         new batch shape also pays for the capture: warm up before measuring.
         """
         start = time.perf_counter()
-        logits, times = self._infer(self.check_input(batch), timed=True)
+        outputs, times = self._infer(self.check_input(batch), timed=True)
         times["host_ms"] = (time.perf_counter() - start) * 1e3
-        return logits, times
+        return outputs[self.output_names[0]], times
 
     def close(self) -> None:
         """Free the graph, events, buffers and stream, then the context, engine and runtime; idempotent.

@@ -123,4 +123,4 @@ def test_trt_without_tensorrt_is_one_line_exit_1(demo18_onnx, tmp_path):
     r = _run("trt", str(plan), *QUICK)
     assert r.exit_code == 1, r.output
     (line,) = _errors(r)
-    assert "tensorrt is not installed" in line and "pip install tensorrt" in line
+    assert "tensorrt is not installed" in line and "pip install 'resnet-deploy[tensorrt-cu12]'" in line

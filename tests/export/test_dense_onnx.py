@@ -165,8 +165,3 @@ def test_resnet50_backbone_export_gives_intermediate_layer_getters_outputs(tmp_p
     for name in ("c2", "c3", "c4", "c5"):
         want = ref[f"backbone_{name}"]
         assert np.abs(feats[name] - want).max() / np.abs(want).max() <= 1e-4, name
-
-
-def test_tensorrt_refuses_dense_artifacts_in_one_line(fcn18, tmp_path):
-    r = CliRunner().invoke(cli, ["trt", str(fcn18.path), "-o", str(tmp_path / "x.plan")])
-    assert r.exit_code != 0 and "Traceback" not in r.output

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from resnet_deploy.errors import DeployError, MissingDependencyError, UsageError
 from resnet_deploy.export import tensorrt as export_trt
 from resnet_deploy.export.tensorrt import EngineConfig, engine_from_onnx, resolve_profile, summarize_layers
-from resnet_deploy.manifest import BatchRange, InputSpec, Manifest, Preprocess, manifest_path, read_manifest
+from resnet_deploy.manifest import BatchRange, InputSpec, Manifest, Preprocess, SizeRange, manifest_path, read_manifest
 from resnet_deploy.publish import sha256_bytes, sha256_file, write_text
 from resnet_deploy.runtime import cuda
 
@@ -84,7 +85,7 @@ def test_profile_defaults_from_the_onnx_manifest():
 def test_tensorrt_missing_writes_nothing(onnx_model, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     before = _listing(onnx_model.parent)
-    with pytest.raises(MissingDependencyError, match=r"pip install tensorrt \(on Jetson TensorRT comes with JetPack\)"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'resnet-deploy\[tensorrt-cu12\]' .*on Jetson TensorRT comes with JetPack"):
         engine_from_onnx(onnx_model, onnx_model.parent / "model.plan")
     assert _listing(onnx_model.parent) == before
 
@@ -119,7 +120,7 @@ def make_fake_trt(strongly_typed: int = 1) -> SimpleNamespace:
     records lives under ``trt.fake``. Its BuilderFlag has no precision flags, as in TensorRT 11.
     ``strongly_typed``: NetworkDefinitionCreationFlag.STRONGLY_TYPED, 1 on 10.x and 0 on 11.x."""
     fake = SimpleNamespace(parse_errors=[], build_fails=False, cache_mismatch=False, profile_invalid=False,
-                           flags=[], network_flags=None, profiles=[], cache_in=[], input_name="input",
+                           flags=[], network_flags=None, profiles=[], cache_in=[], input_name="input", output_names=["logits"],
                            config=None, logger=None, parsed=None)
     trt = SimpleNamespace(__version__="10.13.3.9", fake=fake)
 
@@ -177,6 +178,13 @@ def make_fake_trt(strongly_typed: int = 1) -> SimpleNamespace:
 
         def get_input(self, index):
             return SimpleNamespace(name=fake.input_name)
+
+        @property
+        def num_outputs(self):
+            return len(fake.output_names)
+
+        def get_output(self, index):
+            return SimpleNamespace(name=fake.output_names[index])
 
     class IOptimizationProfile:
         def set_shape(self, input, min, opt, max):  # noqa: A002 - TensorRT's parameter names
@@ -342,7 +350,8 @@ def test_invalid_optimization_profile_refused(onnx_model, fake_trt):
     # Defect 7: add_optimization_profile returns -1 for a profile TensorRT finds invalid; it was ignored.
     fake_trt.fake.profile_invalid = True
     before = _listing(onnx_model.parent)
-    with pytest.raises(DeployError, match=r"refused the optimization profile for 'input' \(batch 1/8/64\)"):
+    with pytest.raises(DeployError, match=r"refused the optimization profile for 'input' "
+                                          r"\(min/opt/max \(1, 3, 32, 32\) / \(8, 3, 32, 32\) / \(64, 3, 32, 32\)\)"):
         engine_from_onnx(onnx_model, onnx_model.parent / "model.plan")
     assert _listing(onnx_model.parent) == before
 
@@ -390,6 +399,154 @@ def test_network_input_must_match_manifest(onnx_model, fake_trt):
     fake_trt.fake.input_name = "x"
     with pytest.raises(UsageError, match=r"expected one input 'input', the network has \['x'\]"):
         engine_from_onnx(onnx_model, onnx_model.parent / "model.plan")
+
+
+# ------------------------------------------------------------------------------------ CPU: dense parents
+
+
+SEG_SIZE = SizeRange(min=32, opt=(48, 64), max=128)
+
+
+def _dense_manifest(task: str, dtype: str) -> Manifest:
+    """A segmentation (float NCHW) or backbone (uint8 NHWC) ONNX's manifest, as the dense ONNX export writes it."""
+    shape = (-1, -1, -1, 3) if dtype == "uint8" else (-1, 3, -1, -1)
+    output = ({"name": "scores", "layout": "NCHW", "size": "input"} if task == "segment"
+              else {"names": ["c3", "c4", "c5"], "strides": [8, 16, 32], "channels": [128, 256, 512]})
+    return _onnx_manifest().derive(
+        arch="fcn_resnet18" if task == "segment" else "resnet18", task=task, size=SEG_SIZE, output=output,
+        precision="fp32", input=InputSpec(name="input", dtype=dtype, layout="NCHW" if dtype != "uint8" else "NHWC",
+                                          shape=shape), preprocess=Preprocess(resize=48, crop=0))
+
+
+@pytest.fixture(params=[("segment", "float32"), ("backbone", "uint8")], ids=["segment-nchw", "backbone-nhwc"])
+def dense_model(request, tmp_path, fake_trt):
+    task, dtype = request.param
+    path = tmp_path / f"{task}.onnx"
+    path.write_bytes(ONNX_BYTES)
+    manifest = _dense_manifest(task, dtype)
+    write_text(manifest_path(path), manifest.to_json())
+    fake_trt.fake.output_names = list(manifest.output_names)[::-1]  # TensorRT's order need not be the manifest's
+    return path
+
+
+def test_dense_profile_spans_batch_height_and_width_from_the_manifest(dense_model, fake_trt):
+    out = dense_model.parent / "model.plan"
+    m = engine_from_onnx(dense_model, out, config=EngineConfig(max_batch=4)).manifest
+    ((name, lo, opt, hi),) = fake_trt.fake.profiles
+    if m.input.layout == "NHWC":
+        assert (lo, opt, hi) == ((1, 32, 32, 3), (4, 48, 64, 3), (4, 128, 128, 3))
+    else:
+        assert (lo, opt, hi) == ((1, 3, 32, 32), (4, 3, 48, 64), (4, 3, 128, 128))
+    assert name == "input" and m == read_manifest(out, required=True)
+    assert (m.task, m.size, m.batch) == (_dense_manifest(m.task, m.input.dtype).task, SEG_SIZE, BatchRange(1, 4, 4))
+    assert m.output_names == (("scores",) if m.task == "segment" else ("c3", "c4", "c5"))
+
+
+def test_dense_profile_narrowed_by_size_options_is_what_the_manifest_records(dense_model, fake_trt):
+    config = EngineConfig(min_batch=1, opt_batch=2, max_batch=2, min_size=40, opt_size=(64, 96), max_size=96)
+    m = engine_from_onnx(dense_model, dense_model.parent / "model.plan", config=config).manifest
+    ((_, lo, opt, hi),) = fake_trt.fake.profiles
+    hw = m.input.hw_axes
+    assert [tuple(s[a] for a in hw) for s in (lo, opt, hi)] == [(40, 40), (64, 96), (96, 96)]
+    assert (lo[0], opt[0], hi[0]) == (1, 2, 2)
+    assert m.size == SizeRange(min=40, opt=(64, 96), max=96)
+    # the manifest's tuned size is clamped into a narrower range when --opt-size is not given
+    m = engine_from_onnx(dense_model, dense_model.parent / "b.plan", config=EngineConfig(max_size=56)).manifest
+    assert m.size == SizeRange(min=32, opt=(48, 56), max=56)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"max_size": 256}, r"height/width range 32\.\.256 is outside the ONNX model's 32\.\.128 \(re-export"),
+    ({"min_size": 16}, r"height/width range 16\.\.128 is outside the ONNX model's 32\.\.128"),
+    ({"min_size": 64, "max_size": 96, "opt_size": (48, 64)}, r"`opt_size` 48x64 is outside .* range 64\.\.96"),
+    ({"opt_size": (48, 200)}, r"`opt_size` 48x200 is outside the engine's height/width range 32\.\.128"),
+])
+def test_size_options_outside_the_onnx_bounds_refused_before_tensorrt(dense_model, fake_trt, kwargs, match):
+    before = _listing(dense_model.parent)
+    with pytest.raises(UsageError, match=match) as info:
+        engine_from_onnx(dense_model, dense_model.parent / "model.plan", config=EngineConfig(**kwargs))
+    assert "\n" not in str(info.value)
+    assert fake_trt.fake.profiles == [] and fake_trt.fake.parsed is None  # TensorRT never saw it
+    assert _listing(dense_model.parent) == before
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"min_size": 0}, "`min_size` must be at least 1"),
+    ({"min_size": 96, "max_size": 64}, "`min_size` <= `max_size`"),
+    ({"opt_size": (0, 64)}, "`opt_size` must be a height and a width"),
+])
+def test_size_options_validated(kwargs, match):
+    with pytest.raises(UsageError, match=match):
+        EngineConfig(**kwargs)
+
+
+def test_size_options_refused_for_a_classifier(onnx_model, fake_trt):
+    with pytest.raises(UsageError, match=r"`max_size`: this classify ONNX has a fixed 32x32 input"):
+        engine_from_onnx(onnx_model, onnx_model.parent / "model.plan", config=EngineConfig(max_size=64))
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"input": InputSpec(shape=(-1, 3, -1, -1))}, r"model.onnx: only the batch dimension \(and the height and width"),
+    ({"size": SEG_SIZE}, r"model.onnx: the ONNX manifest gives a size range but a fixed height/width"),
+])
+def test_dynamic_dimensions_must_be_those_the_manifest_bounds(onnx_model, fake_trt, changes, match):
+    write_text(manifest_path(onnx_model), _onnx_manifest().derive(**changes).to_json())
+    with pytest.raises(UsageError, match=match):
+        engine_from_onnx(onnx_model, onnx_model.parent / "model.plan")
+    assert fake_trt.fake.parsed is None
+
+
+def test_dense_network_outputs_must_match_the_manifest(dense_model, fake_trt):
+    fake_trt.fake.output_names = ["out0"]
+    with pytest.raises(UsageError, match=r"its manifest names outputs \[.*\], the network has \['out0'\]"):
+        engine_from_onnx(dense_model, dense_model.parent / "model.plan")
+
+
+@pytest.fixture(scope="module")
+def fcn18_onnx(tmp_path_factory) -> Path:
+    """A real FCN-ResNet18 (5 classes) exported by ``resnet-export onnx``: dynamic batch 1..4, sizes 32..256."""
+    import warnings
+
+    from resnet_deploy.export.onnx import OnnxConfig, onnx_from_torch
+    from resnet_deploy.weights import load_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = load_model("resnet18", None, task="segment", num_classes=5)
+    path = tmp_path_factory.mktemp("fcn18") / "fcn18.onnx"
+    return onnx_from_torch(loaded, path, config=OnnxConfig(resize=64, max_size=256, max_batch=4)).path
+
+
+def test_cli_builds_a_segmentation_engine_profile_from_a_real_export(fcn18_onnx, fake_trt, tmp_path):
+    from click.testing import CliRunner
+
+    from resnet_deploy.cli.export import cli
+
+    fake_trt.fake.output_names = ["scores"]
+    out = tmp_path / "fcn18.plan"
+    r = CliRunner().invoke(cli, ["trt", str(fcn18_onnx), "-o", str(out), "--opt-size", "64x80", "--max-size", "192"])
+    assert r.exit_code == 0, r.output
+    assert "height/width 32..192" in r.output
+    assert fake_trt.fake.profiles == [("input", (1, 3, 32, 32), (4, 3, 64, 80), (4, 3, 192, 192))]
+    m = read_manifest(out, required=True)
+    assert (m.arch, m.task, m.output_names, m.size) == ("fcn_resnet18", "segment", ("scores",),
+                                                         SizeRange(min=32, opt=(64, 80), max=192))
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--max-size", "512"], "height/width range 32..512 is outside the ONNX model's 32..256"),
+    (["--opt-size", "64by80"], "'64by80' is not HEIGHTxWIDTH"),
+    (["--min-size", "64", "--opt-size", "48"], "--opt-size 48x48 is outside the engine's height/width range 64..256"),
+])
+def test_cli_size_errors_are_one_line_exit_2(fcn18_onnx, fake_trt, tmp_path, args, flag):
+    from click.testing import CliRunner
+
+    from resnet_deploy.cli.export import cli
+
+    r = CliRunner().invoke(cli, ["trt", str(fcn18_onnx), "-o", str(tmp_path / "x.plan"), *args])
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and flag in lines[0], r.output
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_precision_flags_do_not_exist_in_the_fake():

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 
 from resnet_deploy.errors import DeployError, MissingDependencyError, UsageError
-from resnet_deploy.manifest import BatchRange, InputSpec, Manifest, Preprocess, manifest_path
+from resnet_deploy.manifest import BatchRange, InputSpec, Manifest, Preprocess, SizeRange, manifest_path
 from resnet_deploy.publish import sha256_bytes, write_text
 from resnet_deploy.runtime import cuda, open_session
 from resnet_deploy.runtime.tensorrt import HostInfo, TensorRTSession, check_build_matches_host, check_plan_bytes
@@ -106,7 +108,7 @@ def test_manifest_without_build_record_refused(tmp_path, no_tensorrt):
 
 def test_tensorrt_missing_after_the_checks(tmp_path, no_tensorrt):
     path = _write_plan(tmp_path)
-    with pytest.raises(MissingDependencyError, match=r"pip install tensorrt \(on Jetson TensorRT comes with JetPack\)"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'resnet-deploy\[tensorrt-cu12\]' .*on Jetson TensorRT comes with JetPack"):
         open_session(path)
 
 
@@ -199,15 +201,36 @@ def test_compatible_engines_accepted():
 # ------------------------------------------------------------------------------------ CPU: fake TensorRT
 
 
-def make_fake_trt(cudart) -> SimpleNamespace:
-    """Just enough of the tensorrt module for TensorRTSession: a (-1,3,4,4) -> (-1,5) engine, batch 1..4.
+@dataclass(frozen=True)
+class FakeEngine:
+    """What a fake engine computes: its input (shape with -1s, profile min/opt/max, TensorRT type) and
+    its outputs in TensorRT's order, each a name, a shape from the input shape, and a numpy function."""
+
+    input_shape: tuple[int, ...]
+    profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+    input_type: str
+    outputs: tuple[tuple[str, Callable, Callable], ...]
+
+
+CLASSIFIER = FakeEngine((-1, 3, 4, 4), ((1, 3, 4, 4), (2, 3, 4, 4), (4, 3, 4, 4)), "FLOAT",
+                        (("logits", lambda s: (s[0], 5), lambda x: x.reshape(len(x), 48) @ WEIGHTS),))
+
+
+def make_fake_trt(cudart, engine: FakeEngine = CLASSIFIER) -> SimpleNamespace:
+    """Just enough of the tensorrt module for TensorRTSession: by default a (-1,3,4,4) -> (-1,5) engine, batch 1..4.
 
     Classes, methods and parameter names are the real ones (``test_fake_runtime_matches_the_stubs``
     holds them to tensorrt-stubs); what the fake records or is told to do lives under ``trt.fake``.
+    As TensorRT, the execution context refuses input shapes outside the profile, gives output
+    shapes only once the input shape is set, and the kernel writes each output to its address
+    (failing, as an illegal address would, when the buffer there is too small).
     """
     fake = SimpleNamespace(executes=0, refuse_capture=False, fail_execute=False, dtypes={}, context=None,
-                           runtime=None, logger=None)
+                           runtime=None, logger=None, engine=engine)
     trt = SimpleNamespace(__version__="10.13.3.9", fake=fake)
+    names = ("input", *(name for name, _, _ in engine.outputs))
+    out_specs = {name: (shape, fn) for name, shape, fn in engine.outputs}
+    np_types = {"FLOAT": np.float32, "UINT8": np.uint8}
 
     class ILogger:
         INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)  # Severity, exported onto ILogger
@@ -227,15 +250,21 @@ def make_fake_trt(cudart) -> SimpleNamespace:
         vars(obj).update(private)
         return obj
 
+    def _fits(shape) -> bool:
+        lo, _, hi = engine.profile
+        return len(shape) == len(lo) and all(a <= d <= b for a, d, b in zip(lo, shape, hi))
+
     class IExecutionContext:
         def set_input_shape(self, name, shape):
-            if name != "input" or not 1 <= shape[0] <= 4 or tuple(shape[1:]) != (3, 4, 4):
+            if name != "input" or not _fits(tuple(shape)):
                 return False
             self._shape = tuple(shape)
             return True
 
         def get_tensor_shape(self, name):
-            return self._shape if name == "input" else (self._shape[0], 5)
+            if name == "input":
+                return self._shape
+            return out_specs[name][0](self._shape) if self._shape else (-1,) * 4
 
         def set_tensor_address(self, name, memory):
             self._addresses[name] = memory
@@ -248,35 +277,42 @@ def make_fake_trt(cudart) -> SimpleNamespace:
                 return False
             if fake.refuse_capture and stream_handle in cudart.capturing:
                 return False
-            n, src, dst = self._shape[0], self._addresses["input"], self._addresses["logits"]
+            shape, src = self._shape, self._addresses["input"]
+            dtype = np.dtype(np_types[engine.input_type])
+            targets = {name: self._addresses[name] for name in out_specs}
 
-            def kernel() -> None:  # reads the device input, writes the device output, takes 1 ms
-                x = np.ctypeslib.as_array((ctypes.c_float * (n * 48)).from_address(src)).reshape(n, 48)
-                y = np.ascontiguousarray(x @ WEIGHTS, dtype=np.float32)
-                ctypes.memmove(dst, y.ctypes.data, y.nbytes)
+            def kernel() -> None:  # reads the device input, writes each device output, takes 1 ms
+                count = int(np.prod(shape))
+                assert cudart._in_device(src, count * dtype.itemsize), "input buffer too small"
+                x = np.frombuffer((ctypes.c_byte * (count * dtype.itemsize)).from_address(src), dtype).reshape(shape)
+                for name, (_, fn) in out_specs.items():
+                    y = np.ascontiguousarray(fn(x), dtype=np.float32)
+                    assert cudart._in_device(targets[name], y.nbytes), f"output buffer {name} too small"
+                    ctypes.memmove(targets[name], y.ctypes.data, y.nbytes)
                 cudart.clock_ms += 1.0
 
             cudart.run_or_capture(stream_handle, kernel)
             return True
 
     class ICudaEngine:
-        num_io_tensors = 2
+        num_io_tensors = len(names)
 
         def get_tensor_name(self, index):
-            return ("input", "logits")[index]
+            return names[index]
 
         def get_tensor_mode(self, name):
             return trt.TensorIOMode.INPUT if name == "input" else trt.TensorIOMode.OUTPUT
 
         def get_tensor_dtype(self, name):
-            return fake.dtypes.get(name, trt.DataType.FLOAT)
+            default = getattr(trt.DataType, engine.input_type) if name == "input" else trt.DataType.FLOAT
+            return fake.dtypes.get(name, default)
 
         def get_tensor_shape(self, name):
-            return (-1, 3, 4, 4) if name == "input" else (-1, 5)
+            return engine.input_shape if name == "input" else out_specs[name][0](engine.input_shape)
 
         def get_tensor_profile_shape(self, name, profile_index):
             assert name == "input" and profile_index == 0
-            return [(1, 3, 4, 4), (2, 3, 4, 4), (4, 3, 4, 4)]
+            return list(engine.profile)
 
         def create_execution_context(self, strategy=None):
             fake.context = _new(IExecutionContext, _shape=None, _addresses={})
@@ -487,6 +523,154 @@ def test_fake_runtime_matches_the_stubs(fake_trt, tensorrt_stub_mismatches):
     assert tensorrt_stub_mismatches(fake_trt) == []
 
 
+# ------------------------------------------------------------------------------------ CPU: dense engines
+
+SEG_WEIGHTS = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
+
+
+def _pool(x: np.ndarray, stride: int) -> np.ndarray:
+    """Mean over stride x stride blocks of a uint8 NHWC batch, as float NCHW: the fake backbone's stage output."""
+    n, h, w, c = x.shape
+    blocks = x[:, : h // stride * stride, : w // stride * stride].astype(np.float32)
+    return blocks.reshape(n, h // stride, stride, w // stride, stride, c).mean(axis=(2, 4)).transpose(0, 3, 1, 2)
+
+
+#: a segmenter: float NCHW in, 4 class scores per pixel at the input size; profile batch 1..4, sizes 8..32
+SEGMENTER = FakeEngine((-1, 3, -1, -1), ((1, 3, 8, 8), (2, 3, 16, 24), (4, 3, 32, 32)), "FLOAT",
+                       (("scores", lambda s: (s[0], 4, s[2], s[3]), lambda x: np.einsum("nkhw,kc->nchw", x, SEG_WEIGHTS)),))
+#: a backbone: uint8 NHWC in, c4 (stride 16) and c2 (stride 4), listed by TensorRT in the other order than the manifest
+BACKBONE = FakeEngine((-1, -1, -1, 3), ((1, 32, 32, 3), (1, 32, 48, 3), (2, 64, 64, 3)), "UINT8",
+                      (("c4", lambda s: (s[0], 3, s[1] // 16, s[2] // 16), lambda x: _pool(x, 16)),
+                       ("c2", lambda s: (s[0], 3, s[1] // 4, s[2] // 4), lambda x: _pool(x, 4))))
+
+
+def _dense_manifest(plan: bytes, engine: FakeEngine) -> Manifest:
+    lo, opt, hi = engine.profile
+    if engine is SEGMENTER:
+        spec, size = InputSpec(name="input", shape=(-1, 3, -1, -1)), SizeRange(8, (16, 24), 32)
+        task, output = "segment", {"name": "scores", "layout": "NCHW", "size": "input"}
+    else:
+        spec, size = InputSpec(name="input", dtype="uint8", layout="NHWC", shape=(-1, -1, -1, 3)), SizeRange(32, (32, 48), 64)
+        task, output = "backbone", {"names": ["c2", "c4"], "strides": [4, 16], "channels": [3, 3]}
+    return _manifest(plan).derive(arch="fcn_resnet18" if task == "segment" else "resnet18", task=task, input=spec,
+                                  size=size, output=output, batch=BatchRange(lo[0], opt[0], hi[0]),
+                                  preprocess=Preprocess(resize=16, crop=0))
+
+
+@pytest.fixture
+def dense_trt(request, monkeypatch, fake_cudart):
+    trt = make_fake_trt(fake_cudart, request.param)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    return trt
+
+
+def _dense_plan(tmp_path, trt, **changes) -> Path:
+    return _write_plan(tmp_path, manifest=_dense_manifest(FAKE_PLAN, trt.fake.engine).derive(**changes))
+
+
+@pytest.mark.parametrize("dense_trt", [SEGMENTER], indirect=True)
+def test_segmenter_outputs_follow_each_calls_height_and_width(tmp_path, dense_trt, fake_cudart):
+    with open_session(_dense_plan(tmp_path, dense_trt)) as session:
+        assert (session.task, session.output_names, session.sample_shape) == ("segment", ("scores",), (3, None, None))
+        assert session.size_range == SizeRange(8, (16, 24), 32) and (session.min_batch, session.max_batch) == (1, 4)
+        mallocs = fake_cudart.calls.count("cudaMalloc")
+        assert mallocs == 2  # input and scores, for the profile's opt shape (2, 3, 16, 24)
+        for i, (n, h, w) in enumerate([(1, 8, 8), (2, 16, 24), (4, 32, 32), (3, 32, 20), (1, 9, 31)]):
+            x = np.random.default_rng(i).standard_normal((n, 3, h, w)).astype(np.float32)
+            scores = session.run(x)
+            assert scores.shape == (n, 4, h, w) and scores.dtype == np.float32
+            np.testing.assert_allclose(scores, np.einsum("nkhw,kc->nchw", x, SEG_WEIGHTS), rtol=1e-5, atol=1e-5)
+            assert session.run_outputs(x).keys() == {"scores"}
+        # grown once, for (4, 3, 32, 32); the smaller calls after it reuse those buffers
+        assert fake_cudart.calls.count("cudaMalloc") == mallocs + 2
+        with pytest.raises(UsageError, match=r"classify\(\) needs a classify artifact; this one is a segment model"):
+            session.classify(np.zeros((16, 16, 3), np.uint8))
+    assert fake_cudart.live() == 0
+
+
+@pytest.mark.parametrize("dense_trt", [SEGMENTER], indirect=True)
+def test_segment_on_an_engine_gives_class_maps_at_each_images_own_size(tmp_path, dense_trt):
+    # the first frame's short side is the manifest's resize (16): it runs at its own size, so its
+    # class map is exactly the argmax of the engine's scores; the second is resized to 24x16 and back
+    frames = [np.random.default_rng(i).integers(0, 256, (h, w, 3), dtype=np.uint8)
+              for i, (h, w) in enumerate([(16, 24), (48, 32)])]
+    with open_session(_dense_plan(tmp_path, dense_trt)) as session:
+        maps = session.segment(frames)
+        assert dense_trt.fake.context._shape == (1, 3, 24, 16)  # the second frame's, short side 16
+        assert [m.shape for m in maps] == [(16, 24), (48, 32)] and maps[0].dtype == np.int32
+        x = session.prepare_dense(frames[0])
+        np.testing.assert_array_equal(maps[0], np.einsum("nkhw,kc->nchw", x, SEG_WEIGHTS)[0].argmax(0))
+
+
+@pytest.mark.parametrize("dense_trt", [BACKBONE], indirect=True)
+def test_backbone_returns_every_named_output_in_the_manifests_order(tmp_path, dense_trt, fake_cudart):
+    with open_session(_dense_plan(tmp_path, dense_trt)) as session:
+        assert session.output_names == ("c2", "c4") and session.input_dtype == "uint8"
+        assert session.sample_shape == (None, None, 3)
+        for i, (n, h, w) in enumerate([(1, 32, 48), (2, 64, 64), (2, 48, 32)]):
+            x = np.random.default_rng(i).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+            feats = session.features(x)
+            assert list(feats) == ["c2", "c4"]
+            assert feats["c2"].shape == (n, 3, h // 4, w // 4) and feats["c4"].shape == (n, 3, h // 16, w // 16)
+            for name, stride in (("c2", 4), ("c4", 16)):
+                np.testing.assert_allclose(feats[name], _pool(x, stride), rtol=1e-6, atol=1e-4)
+            np.testing.assert_array_equal(session.run(x), feats["c2"])  # run() is the first output
+            out, times = session.run_timed(x)
+            np.testing.assert_array_equal(out, feats["c2"])
+            assert times["d2h_ms"] == pytest.approx(0.5)  # one copy per output
+    assert fake_cudart.live() == 0
+
+
+@pytest.mark.parametrize("dense_trt", [SEGMENTER, BACKBONE], indirect=True, ids=["segment", "backbone"])
+@pytest.mark.parametrize("unverified", [False, True], ids=["manifest", "engine-profile"])
+def test_size_outside_the_profile_refused_in_one_line_before_any_backend_call(tmp_path, dense_trt, fake_cudart,
+                                                                              unverified):
+    path = _dense_plan(tmp_path, dense_trt)
+    session = TensorRTSession(path, allow_unverified=True) if unverified else open_session(path)  # no manifest
+    with session:
+        lo, _, hi = dense_trt.fake.engine.profile
+        h, w = session.hw_axes
+        small, big = lo[h], hi[h]
+        shape_before = dense_trt.fake.context._shape
+        fake_cudart.calls.clear()
+        for bad_h, bad_w in ((big + 1, small), (small, small - 1)):
+            shape = list(lo)
+            shape[h], shape[w] = bad_h, bad_w
+            x = np.zeros(shape, np.float32 if session.input_dtype == "float32" else np.uint8)
+            with pytest.raises(UsageError, match=rf"input {bad_h}x{bad_w} is outside this model's sizes "
+                                                 rf"\(height and width each in {small}\.\.{big}\)") as info:
+                session.run_outputs(x)
+            assert "\n" not in str(info.value)
+        assert fake_cudart.calls == [] and dense_trt.fake.context._shape == shape_before
+
+
+@pytest.mark.parametrize("dense_trt", [SEGMENTER], indirect=True)
+def test_manifest_whose_sizes_or_outputs_are_not_the_engines_refused(tmp_path, dense_trt, fake_cudart):
+    with pytest.raises(UsageError, match=r"manifest says sizes 8\.\.64 but the engine's profile takes sizes 8\.\.32"):
+        open_session(_dense_plan(tmp_path, dense_trt, size=SizeRange(8, (16, 24), 64)))
+    with pytest.raises(UsageError, match=r"manifest says a fixed size but the engine's profile takes sizes 8\.\.32"):
+        open_session(_dense_plan(tmp_path, dense_trt, size=None))
+    with pytest.raises(UsageError, match=r"manifest names outputs \['logits'\] but the engine has \['scores'\]"):
+        open_session(_dense_plan(tmp_path, dense_trt, output={"name": "logits"}))
+    assert fake_cudart.live() == 0
+
+
+@pytest.mark.parametrize("dense_trt", [SEGMENTER], indirect=True)
+def test_cuda_graph_recaptured_after_the_buffers_grow(tmp_path, dense_trt, fake_cudart):
+    with open_session(_dense_plan(tmp_path, dense_trt), cuda_graph=True) as session:
+        small = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+        big = np.random.default_rng(1).standard_normal((4, 3, 32, 32)).astype(np.float32)
+        for x in (small, small * 2, big, big * 2, small * 3):
+            np.testing.assert_allclose(session.run(x), np.einsum("nkhw,kc->nchw", x, SEG_WEIGHTS), rtol=1e-5, atol=1e-4)
+        assert dense_trt.fake.executes == 6  # a plain run and a capture per shape: 3 shapes; the rest replayed
+    assert fake_cudart.live() == 0
+
+
+@pytest.mark.parametrize("dense_trt", [SEGMENTER, BACKBONE], indirect=True, ids=["segment", "backbone"])
+def test_dense_fakes_match_the_stubs(dense_trt, tensorrt_stub_mismatches):
+    assert tensorrt_stub_mismatches(dense_trt) == []
+
+
 # ------------------------------------------------------------------------------------ GPU: real TensorRT
 
 
@@ -545,3 +729,39 @@ def test_real_tampered_engine_refused(demo18_plan, tmp_path):
     manifest_path(path).write_bytes(manifest_path(demo18_plan).read_bytes())
     with pytest.raises(UsageError, match="does not match the sha256"):
         open_session(path)
+
+
+@pytest.fixture(scope="module")
+def fcn18_plan(tmp_path_factory):
+    """A real FCN-ResNet18 (5 classes, untrained) ONNX, sizes 32..256, and its engine over 32..160."""
+    import warnings
+
+    from resnet_deploy.export.onnx import OnnxConfig, onnx_from_torch
+    from resnet_deploy.export.tensorrt import EngineConfig, engine_from_onnx
+    from resnet_deploy.weights import load_model
+
+    folder = tmp_path_factory.mktemp("fcn18")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = load_model("resnet18", None, task="segment", num_classes=5)
+    onnx = onnx_from_torch(loaded, folder / "fcn18.onnx", config=OnnxConfig(resize=64, max_size=256, max_batch=4)).path
+    plan = folder / "fcn18.plan"
+    engine_from_onnx(onnx, plan, config=EngineConfig(max_batch=2, opt_size=(64, 80), max_size=160, workspace_mib=1024))
+    return onnx, plan
+
+
+@pytest.mark.tensorrt
+@tensorrt_only
+def test_real_segmentation_engine_matches_onnxruntime_at_several_sizes(fcn18_plan):
+    onnx, plan = fcn18_plan
+    rng = np.random.default_rng(0)
+    with open_session(onnx) as ort_session, open_session(plan) as session:
+        assert session.size_range == SizeRange(32, (64, 80), 160) and session.output_names == ("scores",)
+        for n, h, w in ((1, 64, 80), (2, 160, 96), (1, 32, 48), (2, 64, 80)):
+            x = rng.standard_normal((n, 3, h, w)).astype(np.float32)
+            ref, out = ort_session.run(x), session.run(x)
+            assert out.shape == ref.shape == (n, 5, h, w)
+            assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.99  # TF32 convolutions on Ampere+
+            assert np.abs(out - ref).max() <= 0.05 * np.abs(ref).max()
+        with pytest.raises(UsageError, match=r"outside this model's sizes \(height and width each in 32\.\.160\)"):
+            session.run(np.zeros((1, 3, 192, 64), np.float32))
