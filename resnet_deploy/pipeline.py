@@ -184,8 +184,10 @@ def run_pipeline(out_dir: str | os.PathLike[str], *, config: PipelineConfig = Pi
         def work() -> str:
             from resnet_deploy.calibration.gate import Int8Config
             from resnet_deploy.export.int8 import int8_from_onnx
+            from resnet_deploy.parity import int8_gate_with_drop
 
-            cfg = Int8Config(target=target, method=config.method, gate=_int8_gate(config))
+            cfg = Int8Config(target=target, method=config.method,
+                             gate=int8_gate_with_drop(config.task or "classify", config.max_drop))
             result = int8_from_onnx(names["onnx"], names[key], calib_source=calib, config=cfg, eval_source=evaluation,
                                     overwrite=overwrite, debug=debug)
             kept = result.manifest.details.get("kept_high_precision") or []
@@ -215,15 +217,6 @@ def run_pipeline(out_dir: str | os.PathLike[str], *, config: PipelineConfig = Pi
     if _dense(config):
         write_overlay(out / OVERLAY_FILE, names["onnx"], [names["int8-cpu"], names["int8"]], evaluation)
     return result
-
-
-def _int8_gate(config: PipelineConfig):
-    """The INT8 gate at ``max_drop``: top-1 points; a segmenter's mIoU points (pixel agreement where no masks)."""
-    from resnet_deploy.parity import INT8_DENSE_GATES, Gate
-
-    if _dense(config):
-        return replace(INT8_DENSE_GATES["segment"], max_miou_drop=config.max_drop)
-    return Gate(max_drop=config.max_drop)
 
 
 def _engine_stages(names: dict[str, Path], config: PipelineConfig, *, overwrite: bool, stages: list[Stage],

@@ -24,7 +24,7 @@ from typing import Any
 
 from resnet_deploy.publish import atomic_path
 
-FORMAT = 2  # bump when what an entry holds changes (or how a quantized graph is post-processed)
+FORMAT = 3  # bump when what an entry holds changes (or how a quantized graph is post-processed)
 
 
 def default_cache_dir() -> Path:
