@@ -460,6 +460,7 @@ DIGITS_SEG_LABELS = ["background", *(str(d) for d in range(10))]
 DIGITS_SEG_CANVAS = 96  # canvas side in pixels
 DIGITS_SEG_PER_CANVAS = 3  # digits on each canvas
 DIGITS_SEG_DIGIT = 32  # each 8x8 digit upscaled bilinearly 4x, the scale the classifier demo sees
+DIGITS_SEG_JITTER = 4  # each digit sits in a cell of the canvas' 3x3 grid, shifted up to this many pixels
 DIGITS_SEG_STROKE = 96  # upscaled ink at or above this is the digit's stroke
 DIGITS_SEG_RIM = 32  # ink below this is background; between the two it is the blur's rim: IGNORE
 
@@ -472,11 +473,12 @@ def digits_seg_split(split: str, *, round: int = 0) -> tuple[np.ndarray, np.ndar
     ``round`` (1,257 train digits: 419 canvases; 540 held out: 180), in an order and at positions
     drawn from a generator seeded by (split, round): the SRC ``digits-seg`` is round 0, and the
     demo trains on further rounds (new compositions of the same train digits). Each digit is
-    upscaled 8x8 -> 32x32 (PIL bilinear) and placed at a random position whose box overlaps
-    each earlier box by at most a quarter (first of 20 draws that does, else the last). The
-    image is the brightest ink at each pixel; the mask is the class of the digit that ink
-    belongs to (ties: the earlier placed) where it is >= ``DIGITS_SEG_STROKE``, background
-    (0) where it is < ``DIGITS_SEG_RIM``, and ``IGNORE`` on the blurred rim between.
+    upscaled 8x8 -> 32x32 (PIL bilinear) and placed in its own cell of the canvas' 3x3 grid of
+    32-pixel cells (three of the nine, drawn), shifted by up to ``DIGITS_SEG_JITTER`` pixels each
+    way (kept on the canvas), so neighbours can overlap by a few pixels. The image is the
+    brightest ink at each pixel; the mask is the class of the digit that ink belongs to (ties:
+    the earlier placed) where it is >= ``DIGITS_SEG_STROKE``, background (0) where it is
+    < ``DIGITS_SEG_RIM``, and ``IGNORE`` on the blurred rim between.
     """
     from PIL import Image
 
@@ -490,14 +492,11 @@ def digits_seg_split(split: str, *, round: int = 0) -> tuple[np.ndarray, np.ndar
     layers = np.zeros((k, side, side), np.uint8)
     for n, group in enumerate(groups):
         layers[:] = 0
-        boxes: list[tuple[int, int]] = []
-        for j, i in enumerate(group):
-            for _ in range(20):
-                top, left = (int(v) for v in rng.integers(0, side - size + 1, size=2))
-                if all(max(0, size - abs(top - t)) * max(0, size - abs(left - l)) <= size * size // 4
-                       for t, l in boxes):
-                    break
-            boxes.append((top, left))
+        cells = rng.choice((side // size) ** 2, size=k, replace=False)
+        shifts = rng.integers(-DIGITS_SEG_JITTER, DIGITS_SEG_JITTER + 1, size=(k, 2))
+        for j, (i, cell) in enumerate(zip(group, cells)):
+            top, left = (int(np.clip(c * size + d, 0, side - size)) for c, d in zip(divmod(int(cell), side // size),
+                                                                                   shifts[j]))
             layers[j, top : top + size, left : left + size] = up[i]
         ink = layers.max(axis=0)
         classes = (y[group] + 1).astype(np.uint8)[layers.argmax(axis=0)]
