@@ -155,3 +155,8 @@ def test_images_and_masks_folders_pair_by_name_and_refuse_bad_input_in_one_line(
         list(source.masked_frames())
     with pytest.raises(UsageError, match="not a folder"):
         open_source(f"{root / 'JPEGImages'}:{tmp_path / 'nowhere'}")
+
+
+def test_bad_digits_seg_specs_are_one_line_usage_errors():
+    with pytest.raises(UsageError, match="digits-seg split must be 'train' or 'eval', got 'test'"):
+        open_source("digits-seg:test")

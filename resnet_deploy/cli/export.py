@@ -184,14 +184,15 @@ def _data_option(name: str, help_text: str):
 
 
 def _default_demo_data(model: Path, given: str | None) -> str | None:
-    """``given``, else the data ``model``'s weights come with (the demo's digits), else None."""
+    """``given``, else the data ``model``'s weights come with for its task (the demo's digits or digits-seg), else None."""
     if given is not None:
         return given
     from resnet_deploy.export.artifact import parent_manifest
     from resnet_deploy.weights import Weights
 
-    weights = Weights.of(parent_manifest(model))
-    return None if weights is None else weights.default_data
+    manifest = parent_manifest(model)
+    weights = Weights.of(manifest)
+    return None if weights is None else weights.data_for(manifest.task)
 
 
 def _report_child(result, *, t0: float) -> None:
