@@ -671,8 +671,8 @@ def open_source(spec: str | os.PathLike[str], *, split: str = "eval", count: int
                 seed: int = 0) -> DataSource:
     """Open ``spec``: an image folder, a ``.npy``/``.npz`` file, ``digits`` / ``digits:train`` / ``digits:eval``;
     for segmentation, ``digits-seg`` / ``digits-seg:train`` / ``digits-seg:eval``, a Pascal VOC root
-    (a folder holding ``JPEGImages/`` and ``SegmentationClass/``) or ``IMAGES:MASKS`` (two folders:
-    images, and PNG label maps of the same names).
+    (a folder holding ``JPEGImages/`` and ``SegmentationClass/``), ``IMAGES:MASKS`` (two folders:
+    images, and PNG label maps of the same names) or an ``.npz`` with ``images`` and ``masks``.
 
     ``split`` picks the digits (or digits-seg) part when ``spec`` does not name one: calibration passes "train",
     evaluation "eval", so the held-out part never calibrates. ``count`` takes a seeded subset.
@@ -698,10 +698,13 @@ def open_source(spec: str | os.PathLike[str], *, split: str = "eval", count: int
         return MaskFolderSource(Path(images), Path(masks), count=count, seed=seed)
     if not path.exists():
         raise UsageError(f"{path}: no such file or folder (data is an image folder, .npy, .npz or 'digits')")
+    masks = None
     if path.suffix == ".npy":
         data, labels = _load_npy(path), None
     elif path.suffix == ".npz":
-        data, labels = _load_npz(path)
+        data, labels, masks = _load_npz(path)
+        if masks is not None:
+            return MaskedArraySource(data, masks, description=str(path), count=count, seed=seed)
     else:
         raise UsageError(f"{path}: unsupported data file (expected an image folder, .npy, .npz or 'digits')")
     return ArraySource(data, labels, description=str(path), count=count, seed=seed)
@@ -714,7 +717,8 @@ def _load_npy(path: Path) -> np.ndarray:
         raise UsageError(f"{path}: cannot read .npy ({exc})") from exc
 
 
-def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(images, labels or None, masks or None): a segmentation .npz holds ``masks`` (N, H, W) uint8 label maps."""
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = set(z.files)
@@ -724,7 +728,11 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                     raise UsageError(f"{path}: name the array 'images' or 'x' (found {sorted(keys)})")
                 data_key = keys.pop()
             label_key = next((k for k in ("labels", "y") if k in z.files), None)
-            return z[data_key], (z[label_key] if label_key else None)
+            if "masks" in keys and label_key:
+                raise UsageError(f"{path}: holds both '{label_key}' (classification) and 'masks' (segmentation); "
+                                 "keep one")
+            masks = z["masks"] if "masks" in keys and data_key != "masks" else None
+            return z[data_key], (z[label_key] if label_key else None), masks
     except (ValueError, OSError) as exc:
         raise UsageError(f"{path}: cannot read .npz ({exc})") from exc
 

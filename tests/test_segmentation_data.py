@@ -13,6 +13,7 @@ from resnet_deploy.data import (
     IGNORE,
     digits_seg_split,
     digits_split,
+    normalize,
     open_source,
 )
 from resnet_deploy.errors import GateError, UsageError
@@ -160,3 +161,35 @@ def test_images_and_masks_folders_pair_by_name_and_refuse_bad_input_in_one_line(
 def test_bad_digits_seg_specs_are_one_line_usage_errors():
     with pytest.raises(UsageError, match="digits-seg split must be 'train' or 'eval', got 'test'"):
         open_source("digits-seg:test")
+
+
+def test_an_npz_with_masks_is_segmentation_data(tmp_path):
+    images, masks, _ = digits_seg_split("eval")
+    np.savez(tmp_path / "seg.npz", images=images[:5], masks=masks[:5])
+    source = open_source(tmp_path / "seg.npz")
+    assert source.has_masks and len(source) == 5
+    assert all(np.array_equal(m, masks[i]) for i, (_f, m) in enumerate(source.masked_frames()))
+    np.savez(tmp_path / "both.npz", images=images[:5], masks=masks[:5], labels=np.zeros(5))
+    with pytest.raises(UsageError, match="holds both 'labels' \\(classification\\) and 'masks'"):
+        open_source(tmp_path / "both.npz")
+    np.savez(tmp_path / "short.npz", images=images[:5], masks=masks[:4])
+    with pytest.raises(UsageError, match="masks must be uint8 \\(N, H, W\\) matching the images"):
+        open_source(tmp_path / "short.npz")
+
+
+def test_masks_are_scored_at_the_scores_size_resized_nearest(demo_fcn18):
+    """At another ``resize`` than the canvas (48 for 96), each mask is resized nearest to the scores' 48x48."""
+    from resnet_deploy.manifest import Preprocess
+    from resnet_deploy.parity import measure_dense_parity
+    from resnet_deploy.reference import TorchSession
+
+    ref = TorchSession(demo_fcn18.model, image_size=None, output_names=("scores",))
+    source = open_source("digits-seg:eval", count=6)
+    p = measure_dense_parity(ref, ref, source, Preprocess(resize=48, crop=0), segment=True)
+    assert (p.count, p.pixels, p.pixel_agreement, p.miou_drop) == (6, 6 * 48 * 48, 1.0, 0.0)
+    acc = DenseParityAccumulator("by hand", ("scores",), segment=True)
+    for frame, mask in source.masked_frames():
+        small = np.asarray(Image.fromarray(frame).resize((48, 48), Image.BILINEAR))[None]
+        out = ref.run_outputs(normalize(small, Preprocess(resize=48, crop=0)))
+        acc.update(out, out, [mask[1::2, 1::2]])  # PIL's nearest 96 -> 48 takes the odd rows and columns
+    assert acc.result().miou_ref == p.miou_ref and 0.0 < p.miou_ref < 1.0
