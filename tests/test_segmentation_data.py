@@ -193,3 +193,25 @@ def test_masks_are_scored_at_the_scores_size_resized_nearest(demo_fcn18):
         out = ref.run_outputs(normalize(small, Preprocess(resize=48, crop=0)))
         acc.update(out, out, [mask[1::2, 1::2]])  # PIL's nearest 96 -> 48 takes the odd rows and columns
     assert acc.result().miou_ref == p.miou_ref and 0.0 < p.miou_ref < 1.0
+
+
+def test_a_voc_folder_of_digits_seg_canvases_scores_as_digits_seg_does(demo_fcn18, tmp_path):
+    from resnet_deploy.demo import SEG_PREPROCESS
+    from resnet_deploy.parity import measure_dense_parity
+    from resnet_deploy.reference import TorchSession
+
+    images, masks, _ = digits_seg_split("eval")
+    root = tmp_path / "VOC"
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "SegmentationClass").mkdir()
+    for i in range(12):
+        Image.fromarray(images[i]).convert("RGB").save(root / "JPEGImages" / f"{i:02d}.png")  # lossless
+        label = Image.fromarray(masks[i]).convert("P") if i % 2 else Image.fromarray(masks[i])
+        label.save(root / "SegmentationClass" / f"{i:02d}.png")
+    ref = TorchSession(demo_fcn18.model, image_size=None, output_names=("scores",))
+    voc = measure_dense_parity(ref, ref, open_source(root), SEG_PREPROCESS, segment=True)
+    acc = DenseParityAccumulator("the same canvases", ("scores",), segment=True)
+    for i in range(12):
+        out = ref.run_outputs(normalize(np.repeat(images[i][None, ..., None], 3, axis=-1), SEG_PREPROCESS))
+        acc.update(out, out, [masks[i]])
+    assert voc.count == 12 and voc.miou_ref == acc.result().miou_ref > 0.3
