@@ -1,4 +1,4 @@
-"""Data sources and preprocessing: image folders, ``.npy``/``.npz`` arrays and the digits set.
+"""Data sources and preprocessing: image folders, ``.npy``/``.npz`` arrays, the digits and digits-seg sets.
 
 Preprocessing is torchvision's ImageClassification preset, done in two halves so that a uint8
 model can take the first half only:
@@ -244,6 +244,20 @@ class DataSource:
             yield frame, None
 
 
+def _decode_noted(path: Path, bad: set[Path]) -> PILImage.Image | None:
+    """``path`` as RGB, or None for an undecodable file, added to ``bad`` (noted the first time only)."""
+    if path in bad:
+        return None
+    try:
+        return load_image(path)
+    except ImageDecodeError as exc:
+        bad.add(path)
+        if str(exc) not in _NOTED:  # once per process, however many sources and passes read the file
+            _NOTED.add(str(exc))
+            warnings.warn(str(exc), stacklevel=4)
+        return None
+
+
 def _choose(n: int, count: int | None, seed: int) -> np.ndarray:
     """Indices of a deterministic subset: all of them, or ``count`` drawn with ``seed``, sorted."""
     if count is None or count >= n:
@@ -309,17 +323,7 @@ class ImageFolderSource(DataSource):
         return self._skipped + len(self._bad)
 
     def _decode(self, path: Path) -> PILImage.Image | None:
-        """``path`` as RGB, or None for an undecodable file (noted the first time only)."""
-        if path in self._bad:
-            return None
-        try:
-            return load_image(path)
-        except ImageDecodeError as exc:
-            self._bad.add(path)
-            if str(exc) not in _NOTED:  # once per process, however many sources and passes read the file
-                _NOTED.add(str(exc))
-                warnings.warn(str(exc), stacklevel=3)
-            return None
+        return _decode_noted(path, self._bad)
 
     def digest(self) -> str:
         h = hashlib.sha256()
@@ -373,6 +377,7 @@ class ArraySource(DataSource):
         if labels is not None and len(labels) != len(data):
             raise UsageError(f"{description}: {len(labels)} labels for {len(data)} samples")
         idx = _choose(len(data), count, seed)
+        self._picked = idx  # the rows of ``data`` this source gives
         self._data = data[idx] if len(idx) != len(data) else data
         self._labels = None if labels is None else np.asarray(labels, dtype=np.int64)[idx]
         self._raw_labels = self._labels
@@ -446,14 +451,238 @@ def digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
     return (x_train, y_train) if split == "train" else (x_eval, y_eval)
 
 
+# ----------------------------------------------------------------------------- segmentation data
+
+#: label maps mark pixels that no class claims with 255 (Pascal VOC's "void"): never scored
+IGNORE = 255
+#: digits-seg classes: 0 is the background, digit d is class d + 1
+DIGITS_SEG_LABELS = ["background", *(str(d) for d in range(10))]
+DIGITS_SEG_CANVAS = 96  # canvas side in pixels
+DIGITS_SEG_PER_CANVAS = 3  # digits on each canvas
+DIGITS_SEG_DIGIT = 32  # each 8x8 digit upscaled bilinearly 4x, the scale the classifier demo sees
+DIGITS_SEG_JITTER = 4  # each digit sits in a cell of the canvas' 3x3 grid, shifted up to this many pixels
+DIGITS_SEG_STROKE = 96  # upscaled ink at or above this is the digit's stroke
+DIGITS_SEG_RIM = 32  # ink below this is background; between the two it is the blur's rim: IGNORE
+
+
+def digits_seg_split(split: str, *, round: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """digits-seg: the real digits of ``digits_split(split)``, three to a 96x96 canvas, with label maps.
+
+    Returns (images N x 96 x 96 uint8, masks N x 96 x 96 uint8, digits N x 3: the indices into
+    ``digits_split(split)`` on each canvas). Each digit of the split appears exactly once per
+    ``round`` (1,257 train digits: 419 canvases; 540 held out: 180), in an order and at positions
+    drawn from a generator seeded by (split, round): the SRC ``digits-seg`` is round 0, and the
+    demo trains on further rounds (new compositions of the same train digits). Each digit is
+    upscaled 8x8 -> 32x32 (PIL bilinear) and placed in its own cell of the canvas' 3x3 grid of
+    32-pixel cells (three of the nine, drawn), shifted by up to ``DIGITS_SEG_JITTER`` pixels each
+    way (kept on the canvas), so neighbours can overlap by a few pixels. The image is the
+    brightest ink at each pixel; the mask is the class of the digit that ink belongs to (ties:
+    the earlier placed) where it is >= ``DIGITS_SEG_STROKE``, background (0) where it is
+    < ``DIGITS_SEG_RIM``, and ``IGNORE`` on the blurred rim between.
+    """
+    from PIL import Image
+
+    x, y = digits_split(split)
+    side, size, k = DIGITS_SEG_CANVAS, DIGITS_SEG_DIGIT, DIGITS_SEG_PER_CANVAS
+    up = np.stack([np.asarray(Image.fromarray(img, "L").resize((size, size), Image.BILINEAR)) for img in x])
+    rng = np.random.default_rng([DIGITS_SEED, ("train", "eval").index(split), round])
+    groups = rng.permutation(len(x))[: len(x) // k * k].reshape(-1, k)
+    images = np.zeros((len(groups), side, side), np.uint8)
+    masks = np.zeros_like(images)
+    layers = np.zeros((k, side, side), np.uint8)
+    for n, group in enumerate(groups):
+        layers[:] = 0
+        cells = rng.choice((side // size) ** 2, size=k, replace=False)
+        shifts = rng.integers(-DIGITS_SEG_JITTER, DIGITS_SEG_JITTER + 1, size=(k, 2))
+        for j, (i, cell) in enumerate(zip(group, cells)):
+            top, left = (int(np.clip(c * size + d, 0, side - size)) for c, d in zip(divmod(int(cell), side // size),
+                                                                                   shifts[j]))
+            layers[j, top : top + size, left : left + size] = up[i]
+        ink = layers.max(axis=0)
+        classes = (y[group] + 1).astype(np.uint8)[layers.argmax(axis=0)]
+        images[n] = ink
+        masks[n] = np.where(ink >= DIGITS_SEG_STROKE, classes, np.where(ink < DIGITS_SEG_RIM, 0, IGNORE))
+    return images, masks, groups
+
+
+class MaskedArraySource(ArraySource):
+    """uint8 images (N, H, W[, C]) with a label map each (N, H, W): class indices, ``IGNORE`` unscored.
+
+    ``class_names`` name the mask values; bound to a model with labels, they are mapped to its
+    classes by name (as image labels are); otherwise the values are the model's class indices.
+    """
+
+    has_masks = True
+
+    def __init__(self, data: np.ndarray, masks: np.ndarray, *, description: str,
+                 class_names: list[str] | None = None, count: int | None = None, seed: int = 0) -> None:
+        if data.dtype != np.uint8:
+            raise UsageError(f"{description}: images with masks must be uint8, got {data.dtype}")
+        if masks.dtype != np.uint8 or masks.shape != data.shape[:3]:
+            raise UsageError(f"{description}: masks must be uint8 (N, H, W) matching the images {data.shape[:3]}, "
+                             f"got {masks.dtype} {masks.shape}")
+        super().__init__(data, None, description=description, class_names=class_names, count=count, seed=seed)
+        self._masks = masks[self._picked] if len(self._picked) != len(masks) else masks
+        self._lut: np.ndarray | None = None  # mask value -> the bound model's class index
+
+    def _bind(self, labels: Sequence[str] | None, num_classes: int | None) -> None:
+        if labels and self.class_names:
+            lut = np.arange(256, dtype=np.uint8)
+            lut[: len(self.class_names)] = class_indices(self.class_names, labels=labels, num_classes=num_classes,
+                                                         origin=self.description)
+            self._lut = lut
+
+    def digest(self) -> str:
+        h = hashlib.sha256(np.ascontiguousarray(self._data).tobytes())
+        h.update(np.ascontiguousarray(self._masks).tobytes())
+        return h.hexdigest()
+
+    def masked_frames(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        for (frame, _label), mask in zip(self.frames(), self._masks):
+            yield frame, (mask if self._lut is None else self._lut[mask])
+
+
+def load_mask(path: Path) -> np.ndarray:
+    """A PNG label map (palette or 8-bit grayscale: the class index of each pixel, 255 ignored) as uint8 H x W."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("P", "L"):
+                raise UsageError(f"{path}: a label map must be a palette or 8-bit grayscale PNG of class indices, "
+                                 f"not mode {img.mode}")
+            return np.asarray(img, dtype=np.uint8)  # a palette image's values are its indices, not its colours
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UsageError(f"{path}: cannot read the label map ({exc})") from exc
+
+
+class MaskFolderSource(DataSource):
+    """Images with PNG label maps of the same name in a parallel folder (Pascal VOC's layout).
+
+    ``stems``: the names (relative paths without suffix) to take, in order; None: every image under
+    ``images``, each of which must have its map. Mask values are the model's class indices, 255
+    ignored. A missing map or one whose size is not its image's is refused when the source opens.
+    """
+
+    has_masks = True
+
+    def __init__(self, images: Path, masks: Path, *, stems: list[str] | None = None, count: int | None = None,
+                 seed: int = 0, description: str | None = None) -> None:
+        from PIL import Image
+
+        for folder in (images, masks):
+            if not folder.is_dir():
+                raise UsageError(f"{folder}: not a folder")
+        found = {p.relative_to(images).with_suffix("").as_posix(): p for p in sorted(images.rglob("*"))
+                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}
+        names = sorted(found) if stems is None else stems
+        if not names:
+            raise UsageError(f"{images}: no image files found")
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise UsageError(f"{images}: {len(missing)} listed images are missing (first: {missing[0]})")
+        unmapped = [n for n in names if not (masks / f"{n}.png").is_file()]
+        if unmapped:
+            raise UsageError(f"{masks}: {len(unmapped)} of {len(names)} images have no label map "
+                             f"(first: {found[unmapped[0]].name} has no {unmapped[0]}.png)")
+        chosen = [names[i] for i in _choose(len(names), count, seed)]
+        self._pairs = [(found[n], masks / f"{n}.png") for n in chosen]
+        for image, mask in self._pairs:
+            try:
+                with Image.open(image) as a, Image.open(mask) as b:
+                    sizes = a.size, b.size
+            except (OSError, SyntaxError, ValueError):
+                continue  # undecodable: skipped and counted while streaming, as in image folders
+            if sizes[0] != sizes[1]:
+                raise UsageError(f"{mask}: the label map is {sizes[1][0]}x{sizes[1][1]}, its image {image.name} "
+                                 f"{sizes[0][0]}x{sizes[0][1]}")
+        self.images, self.masks = images, masks
+        self._description = description or f"{images} + {masks}"
+        self._bad: set[Path] = set()
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        return f"{self._description} ({len(self._pairs) - len(self._bad)} images with masks)"
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    @property
+    def skipped(self) -> int:
+        return len(self._bad)
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for image, mask in self._pairs:
+            h.update(f"{image.relative_to(self.images).as_posix()}\0".encode())
+            for path in (image, mask):
+                with open(path, "rb") as f:
+                    h.update(hashlib.sha256(f.read()).digest())
+        return h.hexdigest()
+
+    def masked_frames(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        for image, mask in self._pairs:
+            if (img := _decode_noted(image, self._bad)) is not None:
+                yield np.asarray(img, dtype=np.uint8), load_mask(mask)
+
+    def frames(self) -> Iterator[tuple[np.ndarray, int]]:
+        for image, _mask in self._pairs:
+            if (img := _decode_noted(image, self._bad)) is not None:
+                yield np.asarray(img, dtype=np.uint8), -1
+
+    def batches(self, pp: Preprocess, *, batch_size: int) -> Iterator[Batch]:
+        images: list[np.ndarray] = []
+        for image, _mask in self._pairs:
+            if (img := _decode_noted(image, self._bad)) is None:
+                continue
+            images.append(resize_crop(img, pp))
+            if len(images) == batch_size:
+                yield Batch(np.stack(images), None, None)
+                images = []
+        if images:
+            yield Batch(np.stack(images), None, None)
+
+
+#: a Pascal VOC root (``VOCdevkit/VOC2012``): its images, label maps and image lists per split
+VOC_IMAGES, VOC_MASKS, VOC_LISTS = "JPEGImages", "SegmentationClass", "ImageSets/Segmentation"
+
+
+def _voc(root: Path, split: str, count: int | None, seed: int) -> MaskFolderSource:
+    """A VOC root: the images of ``ImageSets/Segmentation/{train,val}.txt`` (split train / eval) where
+    that list exists, else every image that has a label map in ``SegmentationClass``."""
+    listing = root / VOC_LISTS / f"{'val' if split == 'eval' else 'train'}.txt"
+    if listing.is_file():
+        stems = [ln.strip() for ln in listing.read_text().splitlines() if ln.strip()]
+        what = f"{root} ({listing.stem})"
+    else:
+        stems = sorted(p.stem for p in (root / VOC_MASKS).glob("*.png"))
+        what = str(root)
+    return MaskFolderSource(root / VOC_IMAGES, root / VOC_MASKS, stems=stems, count=count, seed=seed,
+                            description=what)
+
+
+def _digits_seg(part: str, count: int | None, seed: int) -> MaskedArraySource:
+    images, masks, _digits = digits_seg_split(part)
+    return MaskedArraySource(images, masks, description=f"digits-seg:{part}", class_names=list(DIGITS_SEG_LABELS),
+                             count=count, seed=seed)
+
+
 def open_source(spec: str | os.PathLike[str], *, split: str = "eval", count: int | None = None,
                 seed: int = 0) -> DataSource:
-    """Open ``spec``: an image folder, a ``.npy``/``.npz`` file, or ``digits`` / ``digits:train`` / ``digits:eval``.
+    """Open ``spec``: an image folder, a ``.npy``/``.npz`` file, ``digits`` / ``digits:train`` / ``digits:eval``;
+    for segmentation, ``digits-seg`` / ``digits-seg:train`` / ``digits-seg:eval``, a Pascal VOC root
+    (a folder holding ``JPEGImages/`` and ``SegmentationClass/``), ``IMAGES:MASKS`` (two folders:
+    images, and PNG label maps of the same names) or an ``.npz`` with ``images`` and ``masks``.
 
-    ``split`` picks the digits part when ``spec`` does not name one: calibration passes "train",
+    ``split`` picks the digits (or digits-seg) part when ``spec`` does not name one: calibration passes "train",
     evaluation "eval", so the held-out part never calibrates. ``count`` takes a seeded subset.
     """
     text = str(spec)
+    if text == "digits-seg" or text.startswith("digits-seg:"):
+        part = text.partition(":")[2] or split
+        if part not in ("train", "eval"):
+            raise UsageError(f"digits-seg split must be 'train' or 'eval', got {part!r}")
+        return _digits_seg(part, count, seed)
     if text == "digits" or text.startswith("digits:"):
         part = text.partition(":")[2] or split
         x, y = digits_split(part)
@@ -461,13 +690,21 @@ def open_source(spec: str | os.PathLike[str], *, split: str = "eval", count: int
                            count=count, seed=seed)
     path = Path(text)
     if path.is_dir():
+        if (path / VOC_IMAGES).is_dir() and (path / VOC_MASKS).is_dir():
+            return _voc(path, split, count, seed)
         return ImageFolderSource(path, count=count, seed=seed)
+    images, sep, masks = text.rpartition(":")
+    if sep and not path.exists() and Path(images).is_dir():
+        return MaskFolderSource(Path(images), Path(masks), count=count, seed=seed)
     if not path.exists():
         raise UsageError(f"{path}: no such file or folder (data is an image folder, .npy, .npz or 'digits')")
+    masks = None
     if path.suffix == ".npy":
         data, labels = _load_npy(path), None
     elif path.suffix == ".npz":
-        data, labels = _load_npz(path)
+        data, labels, masks = _load_npz(path)
+        if masks is not None:
+            return MaskedArraySource(data, masks, description=str(path), count=count, seed=seed)
     else:
         raise UsageError(f"{path}: unsupported data file (expected an image folder, .npy, .npz or 'digits')")
     return ArraySource(data, labels, description=str(path), count=count, seed=seed)
@@ -480,7 +717,8 @@ def _load_npy(path: Path) -> np.ndarray:
         raise UsageError(f"{path}: cannot read .npy ({exc})") from exc
 
 
-def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(images, labels or None, masks or None): a segmentation .npz holds ``masks`` (N, H, W) uint8 label maps."""
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = set(z.files)
@@ -490,7 +728,11 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                     raise UsageError(f"{path}: name the array 'images' or 'x' (found {sorted(keys)})")
                 data_key = keys.pop()
             label_key = next((k for k in ("labels", "y") if k in z.files), None)
-            return z[data_key], (z[label_key] if label_key else None)
+            if "masks" in keys and label_key:
+                raise UsageError(f"{path}: holds both '{label_key}' (classification) and 'masks' (segmentation); "
+                                 "keep one")
+            masks = z["masks"] if "masks" in keys and data_key != "masks" else None
+            return z[data_key], (z[label_key] if label_key else None), masks
     except (ValueError, OSError) as exc:
         raise UsageError(f"{path}: cannot read .npz ({exc})") from exc
 

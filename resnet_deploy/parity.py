@@ -9,7 +9,7 @@ output makes the comparison fail, never pass (docs/reliability.md, promise 4).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -207,7 +207,8 @@ class DenseParity:
     pixel_agreement: float | None  # segment only
     outputs: dict[str, dict[str, float]]  # name -> max_abs_diff, max_rel_diff, cosine_min
     nonfinite: int  # samples with NaN/Inf in any output, candidate or reference
-    # segment on data with masks (255: ignore), else None: mean IoU over the classes present, and the drop in points
+    # segment on data with masks (255: ignore), else None: mean IoU (a fraction) over the classes with a
+    # non-empty union (``mean_iou``), of the reference and of the candidate, and the drop in points
     miou_ref: float | None = None
     miou: float | None = None
     miou_drop: float | None = None
@@ -244,14 +245,23 @@ class DenseParity:
 
 
 class DenseParityAccumulator:
-    """Streams named outputs of reference and candidate into a ``DenseParity``; ``segment`` adds pixel agreement."""
+    """Streams named outputs of reference and candidate into a ``DenseParity``; ``segment`` adds pixel agreement,
+    and, for samples given a label map, the confusion matrices of both against it (their mIoU).
+
+    mIoU is Pascal VOC's: per class, IoU = true positives / (true positives + false positives +
+    false negatives) over every scored pixel of the data (255 never scored), averaged over the
+    classes whose union is not empty (present in the masks or predicted).
+    """
 
     def __init__(self, data: str, names: tuple[str, ...], *, segment: bool) -> None:
         self.data, self.names, self.segment = data, names, segment
         self.n = self.pixels = self.agree = self.nonfinite = 0
         self.stats = {name: {"max_abs": 0.0, "max_ref": 0.0, "cos_min": 1.0} for name in names}
+        self.confusion: dict[str, np.ndarray] = {}  # "ref"/"out" -> (classes, classes): rows truth, columns predicted
 
-    def update(self, ref: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> None:
+    def update(self, ref: dict[str, np.ndarray], out: dict[str, np.ndarray],
+               masks: Sequence[np.ndarray | None] | None = None) -> None:
+        """``masks``: per sample, None or a uint8 label map at the scores' height and width (255: ignored)."""
         n = len(ref[self.names[0]])
         bad = np.zeros(n, dtype=bool)
         for name in self.names:
@@ -271,9 +281,27 @@ class DenseParityAccumulator:
             cos = np.where(denom > 0, (r * o).sum(axis=1) / np.maximum(denom, 1e-300), 1.0)
             s["cos_min"] = min(s["cos_min"], float(cos.min()))
         if self.segment:
-            r, o = ref[self.names[0]][~bad], out[self.names[0]][~bad]
-            self.pixels += r[:, 0].size
-            self.agree += int((r.argmax(axis=1) == o.argmax(axis=1)).sum())
+            r, o = ref[self.names[0]].argmax(axis=1), out[self.names[0]].argmax(axis=1)
+            self.pixels += r[~bad].size
+            self.agree += int((r[~bad] == o[~bad]).sum())
+            for i, mask in enumerate(masks or ()):
+                if mask is not None and not bad[i]:
+                    self._score(mask, {"ref": r[i], "out": o[i]}, ref[self.names[0]].shape[1])
+
+    def _score(self, mask: np.ndarray, maps: dict[str, np.ndarray], classes: int) -> None:
+        from resnet_deploy.data import IGNORE
+
+        if mask.shape != maps["ref"].shape:
+            raise UsageError(f"{self.data}: a mask is {mask.shape[0]}x{mask.shape[1]}, the scores "
+                             f"{maps['ref'].shape[0]}x{maps['ref'].shape[1]}")
+        keep = mask != IGNORE
+        truth = mask[keep].astype(np.int64)
+        if truth.size and int(truth.max()) >= classes:
+            raise UsageError(f"{self.data}: a mask holds class {int(truth.max())}, the model has {classes} classes "
+                             f"(0..{classes - 1}, and {IGNORE} for ignored pixels)")
+        for who, pred in maps.items():
+            counts = np.bincount(truth * classes + pred[keep], minlength=classes * classes)
+            self.confusion[who] = self.confusion.get(who, 0) + counts.reshape(classes, classes)
 
     def result(self) -> DenseParity:
         outputs = {}
@@ -281,21 +309,44 @@ class DenseParityAccumulator:
             rel = s["max_abs"] / s["max_ref"] if s["max_ref"] else float(s["max_abs"] > 0)
             outputs[name] = {"max_abs_diff": s["max_abs"], "max_rel_diff": rel, "cosine_min": s["cos_min"]}
         agreement = (self.agree / self.pixels if self.pixels else 0.0) if self.segment else None
-        return DenseParity(self.data, self.n, self.pixels, agreement, outputs, self.nonfinite)
+        miou_ref, miou = (mean_iou(self.confusion[w]) if w in self.confusion else None for w in ("ref", "out"))
+        drop = None if miou_ref is None or miou is None else round(100.0 * (miou_ref - miou), 6)
+        return DenseParity(self.data, self.n, self.pixels, agreement, outputs, self.nonfinite,
+                           miou_ref=miou_ref, miou=miou, miou_drop=drop)
+
+
+def mean_iou(confusion: np.ndarray) -> float | None:
+    """Mean IoU of a confusion matrix (rows truth, columns predicted) over the classes with a non-empty union."""
+    tp = np.diag(confusion).astype(np.float64)
+    union = confusion.sum(axis=0) + confusion.sum(axis=1) - tp
+    present = union > 0
+    return float((tp[present] / union[present]).mean()) if present.any() else None
 
 
 def measure_dense_parity(reference: Session, candidate: Session, source: DataSource, pp: Preprocess, *,
                          segment: bool) -> DenseParity:
-    """Both sessions on each image of ``source`` at its own aspect (short side ``pp.resize``, uncropped)."""
+    """Both sessions on each image of ``source`` at its own aspect (short side ``pp.resize``, uncropped).
+
+    Where the source has masks (segment), each is resized to the scores' size with nearest-neighbour
+    sampling (as torchvision's segmentation reference evaluates) and scored into both mIoUs.
+    """
     from resnet_deploy.data import normalize, resize_short
 
     from PIL import Image
 
     acc = DenseParityAccumulator(source.description, candidate.output_names, segment=segment)
-    for frame, _label in source.frames():
+    for frame, mask in source.masked_frames():
         images = resize_short(Image.fromarray(frame, "RGB"), pp.resize)[None]
         feeds = {s: images if s.input_dtype == "uint8" else normalize(images, pp) for s in (reference, candidate)}
-        acc.update(reference.run_outputs(feeds[reference]), candidate.run_outputs(feeds[candidate]))
+        masks = None
+        if segment and mask is not None:
+            if mask.shape != frame.shape[:2]:
+                raise UsageError(f"{source.description}: a mask is {mask.shape[1]}x{mask.shape[0]}, its image "
+                                 f"{frame.shape[1]}x{frame.shape[0]}")
+            h, w = images.shape[1:3]
+            masks = [mask if mask.shape == (h, w) else
+                     np.asarray(Image.fromarray(mask, "L").resize((w, h), Image.NEAREST))]
+        acc.update(reference.run_outputs(feeds[reference]), candidate.run_outputs(feeds[candidate]), masks)
     if acc.n == 0:
         raise GateError(f"{source.description}: no decodable samples to measure parity on")
     return acc.result()

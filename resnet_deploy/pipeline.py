@@ -131,7 +131,7 @@ def resolve_config(config: PipelineConfig) -> PipelineConfig:
     if task != "classify" and config.image_size is not None:
         raise UsageError("`image_size` is a classifier's crop; a segmenter takes the whole image (set `resize`)")
     config = replace(config, arch=arch, task=task)
-    own = config.weights.default_data_for(task)
+    own = config.weights.data_for(task)
     if config.eval_data is None and own is None:
         raise UsageError(f"`eval_data` is required for weights other than demo ({config.weights}): labelled "
                          "held-out images (class sub-folders) that every gate and the report measure on")

@@ -91,18 +91,14 @@ class Weights:
     def path(self) -> Path | None:
         return Path(self.name) if self.kind == "file" else None
 
-    @property
-    def default_data(self) -> str | None:
-        """The data source these weights are calibrated and evaluated on when none is named: the demo's digits."""
+    def data_for(self, task: str) -> str | None:
+        """The data source these weights are calibrated and evaluated on for ``task`` when none is named:
+        the demo's digits (classify) or digits-seg (segment); None for other weights."""
         if self.kind == "demo":
             from resnet_deploy import demo
 
-            return demo.DATA
+            return {"classify": demo.DATA, "segment": demo.SEG_DATA}.get(task)
         return None
-
-    def default_data_for(self, task: str) -> str | None:
-        """``default_data`` for a model of ``task``: the demo classifier's digits; none for other tasks yet."""
-        return self.default_data if task == "classify" else None
 
 
 @dataclass
@@ -119,6 +115,7 @@ class LoadedModel:
     notes: list[str] = field(default_factory=list)
     task: str = "classify"  # archs.TASKS
     outputs: tuple[str, ...] = ("logits",)  # the graph's output names
+    size: tuple[int, int] | None = None  # segment/backbone: the (min, max) height/width the weights come with
 
 
 def load_model(arch: str, weights: Weights | str | os.PathLike[str] | None, *,
@@ -193,8 +190,20 @@ def _load_dense(arch: str, task: str, weights: Weights, *, num_classes: int | No
 
     if task == "backbone" and num_classes is not None:
         raise UsageError("a backbone has no classes; drop `num_classes`")
+    if weights.kind == "demo" and task == "segment":
+        from resnet_deploy import demo
+
+        if num_classes not in (None, len(demo.SEG_LABELS)):
+            raise UsageError(f"the demo segmenter has {len(demo.SEG_LABELS)} classes; drop `num_classes` {num_classes}")
+        try:
+            model, digest = demo.trained_segmenter(arch)
+        except UsageError as exc:
+            raise UsageError(f"{exc}: use `arch` {demo.SEG_ARCH} (or resnet18 with `task` segment)") from exc
+        return LoadedModel(model, arch, len(demo.SEG_LABELS), weights, digest, preprocess=demo.SEG_PREPROCESS,
+                           labels=list(demo.SEG_LABELS), task=task, outputs=("scores",), size=demo.SEG_SIZE)
     if weights.kind in ("demo", "torchvision"):
-        raise UsageError(f"{weights.kind} weights are classifiers' here; for `task` {task} pass a checkpoint file "
+        what = "classifiers' and a segmenter's (fcn_resnet18)" if weights.kind == "demo" else "classifiers'"
+        raise UsageError(f"{weights.kind} weights are {what} here; for `task` {task} pass a checkpoint file "
                          "as `weights` (torchvision's load: save its state_dict)")
 
     def build(classes: int) -> torch.nn.Module:

@@ -25,6 +25,14 @@ def demo18():
 
 
 @pytest.fixture(scope="session")
+def demo_fcn18():
+    """The demo FCN-ResNet18 (the demo ResNet-18's trunk fine-tuned on digits-seg:train) as a LoadedModel."""
+    from resnet_deploy.weights import load_model
+
+    return load_model("fcn_resnet18", "demo")
+
+
+@pytest.fixture(scope="session")
 def artifacts(tmp_path_factory) -> Path:
     """A session-wide folder for exported artifacts shared by tests."""
     return tmp_path_factory.mktemp("artifacts")

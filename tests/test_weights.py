@@ -147,7 +147,7 @@ def test_every_spelling_parses_once_and_round_trips(text):
     assert Weights.parse(w) is w and Weights.parse(w.label) == w and w == label
     # the torch:ARCH:WEIGHTS label the pipeline and resnet-bench write parses back to the same weights
     assert parse_spec(f"torch:resnet18:{w.label}").weights == w
-    assert w.default_data == ("digits" if kind == "demo" else None)
+    assert w.data_for("classify") == ("digits" if kind == "demo" else None)
     assert (w.path is None) == (kind != "file")
 
 
@@ -174,7 +174,7 @@ def test_a_manifest_carries_the_weights_and_their_data(demo18_onnx):
 
     manifest = read_manifest(demo18_onnx)
     assert manifest.source["weights"] == "demo"  # the label, as every earlier manifest wrote it
-    assert Weights.of(manifest) == Weights("demo") and Weights.of(manifest).default_data == "digits"
+    assert Weights.of(manifest) == Weights("demo") and Weights.of(manifest).data_for("classify") == "digits"
 
 
 def test_torchvision_weights_of_another_arch_are_refused():

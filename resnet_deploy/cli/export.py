@@ -67,10 +67,10 @@ def stage_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @click.option("--resize", type=click.IntRange(min=32), default=None,
               help="Short side before the center crop [default: the preset, else size*256/224]; "
                    "segment/backbone: the short side of the whole image [default: 520].")
-@click.option("--min-size", type=click.IntRange(min=32), default=32, show_default=True,
-              help="Segment/backbone: smallest input height or width the graph takes.")
-@click.option("--max-size", type=click.IntRange(min=32), default=1024, show_default=True,
-              help="Segment/backbone: largest input height or width the graph takes.")
+@click.option("--min-size", type=click.IntRange(min=32), default=None,
+              help="Segment/backbone: smallest input height or width the graph takes [default: 32; demo: 32].")
+@click.option("--max-size", type=click.IntRange(min=32), default=None,
+              help="Segment/backbone: largest input height or width the graph takes [default: 1024; demo: 192].")
 @click.option("--max-batch", type=click.IntRange(1, 4096), default=64, show_default=True,
               help="Largest batch the graph declares (the batch is dynamic from 1).")
 @click.option("--opset", type=click.IntRange(17, 20), default=18, show_default=True,
@@ -79,7 +79,8 @@ def stage_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
               help="float: normalised NCHW; uint8: raw NHWC RGB, normalised inside the graph.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
 @click.option("--eval-data", default=None, metavar="SRC",
-              help="Image folder, .npy/.npz or 'digits': gate top-1 agreement and logits vs PyTorch on it.")
+              help="Image folder, .npy/.npz, 'digits' or 'digits-seg' (segmentation: a VOC folder too): gate the "
+                   "export vs PyTorch on it [default: the demo weights' own held-out data].")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output .onnx (its manifest goes to OUTPUT.json).")
 @overwrite_option
@@ -105,6 +106,8 @@ def onnx_cmd(arch, weights, num_classes, task, outputs, image_size, resize, min_
     loaded = load_model(arch, weights, num_classes=num_classes, task=task, outputs=outputs)
     for note in loaded.notes:
         click.echo(f"note: {note}")
+    if source is None and (own := loaded.weights.data_for(loaded.task)) is not None:
+        source = open_source(own, split="eval")  # the demo's own held-out data
     config = OnnxConfig(image_size=image_size, resize=resize, max_batch=max_batch, opset=opset,
                         input_format=input_format, simplify=not no_simplify, min_size=min_size, max_size=max_size)
     result = onnx_from_torch(loaded, output, config=config, eval_source=source, overwrite=overwrite)
@@ -185,6 +188,8 @@ def report_artifact(path: Path, manifest) -> None:
     p = manifest.parity or {}
     if p and "outputs" in p:  # segmentation, backbone
         agreement = "" if p.get("pixel_agreement") is None else f"pixel agreement {p['pixel_agreement']:.4%}, "
+        if p.get("miou") is not None:
+            agreement = f"mIoU {p['miou']:.2%} (PyTorch {p['miou_ref']:.2%}), " + agreement
         worst = max(p["outputs"].values(), key=lambda o: o["max_rel_diff"])
         click.echo(f"parity vs PyTorch on {p['data']}: {agreement}max |diff| {worst['max_abs_diff']:.3g} "
                    f"({worst['max_rel_diff']:.1e} of max), cosine >= {min(o['cosine_min'] for o in p['outputs'].values()):.6f}")
@@ -199,14 +204,15 @@ def _data_option(name: str, help_text: str):
 
 
 def _default_demo_data(model: Path, given: str | None) -> str | None:
-    """``given``, else the data ``model``'s weights come with (the demo's digits), else None."""
+    """``given``, else the data ``model``'s weights come with for its task (the demo's digits or digits-seg), else None."""
     if given is not None:
         return given
     from resnet_deploy.export.artifact import parent_manifest
     from resnet_deploy.weights import Weights
 
-    weights = Weights.of(parent_manifest(model))
-    return None if weights is None else weights.default_data
+    manifest = parent_manifest(model)
+    weights = Weights.of(manifest)
+    return None if weights is None else weights.data_for(manifest.task)
 
 
 def _report_child(result, *, t0: float) -> None:

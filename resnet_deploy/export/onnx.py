@@ -59,8 +59,10 @@ class OnnxConfig:
     input_format: str = "float"  # "float": NCHW normalised; "uint8": raw NHWC RGB, normalised in-graph
     simplify: bool = True
     gate: Gate = FP32_GATE  # classifiers; segmentation and backbones use parity.FP32_DENSE_GATES[task]
-    min_size: int = 32  # segment, backbone: the smallest height or width the graph takes
-    max_size: int = 1024  # ... and the largest
+    # segment, backbone: the smallest and largest height or width the graph takes; None: the weights' own
+    # bounds (the demo segmenter's), else 32 and 1024
+    min_size: int | None = None
+    max_size: int | None = None
 
 
 @dataclass
@@ -103,7 +105,7 @@ def onnx_from_torch(loaded: LoadedModel, output: str | os.PathLike[str], *, conf
     from resnet_deploy.weights import resolve_preprocess
 
     pp = resolve_preprocess(loaded, image_size=config.image_size, resize=config.resize)
-    size = dense_size_range(pp, config) if loaded.task != "classify" else None
+    size = dense_size_range(pp, config, loaded.size) if loaded.task != "classify" else None
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     model = trace_to_onnx(loaded.model, pp, config, outputs=loaded.outputs, size=size)
@@ -131,8 +133,9 @@ def onnx_from_torch(loaded: LoadedModel, output: str | os.PathLike[str], *, conf
         if eval_source is not None:
             t0 = time.perf_counter()
             with OnnxRuntimeSession(path, provider="cpu") as sess:
-                if size:
-                    parity = measure_dense_parity(ref, sess, eval_source, pp, segment=loaded.task == "segment")
+                if size:  # masks' class names are bound to the model's labels
+                    parity = measure_dense_parity(ref, sess, eval_source.for_model(loaded), pp,
+                                                  segment=loaded.task == "segment")
                 else:  # classifiers also keep PyTorch's answers beside the artifact (recorded.py)
                     source = eval_source.for_model(loaded)
                     recorder = ReferenceRecorder(data=source.description, data_digest=source.digest(),
@@ -162,12 +165,14 @@ def onnx_from_torch(loaded: LoadedModel, output: str | os.PathLike[str], *, conf
     return ExportResult(output, final, seconds)
 
 
-def dense_size_range(pp: Preprocess, config: OnnxConfig) -> SizeRange:
-    """The height/width bounds of a segmentation or backbone graph: ``min_size..max_size``, tuned for 4:3 photos."""
-    if not 32 <= config.min_size <= pp.resize <= config.max_size <= 8192:
-        raise UsageError(f"need 32 <= `min_size` ({config.min_size}) <= `resize` ({pp.resize}) <= `max_size` "
-                         f"({config.max_size}) <= 8192")
-    return SizeRange(min=config.min_size, opt=SizeRange.tuned(pp.resize, config.max_size), max=config.max_size)
+def dense_size_range(pp: Preprocess, config: OnnxConfig, own: tuple[int, int] | None = None) -> SizeRange:
+    """The height/width bounds of a segmentation or backbone graph: ``min_size..max_size`` (unset: the
+    weights' ``own`` bounds, else 32..1024), tuned for 4:3 photos."""
+    low, high = own or (32, 1024)
+    low, high = config.min_size or low, config.max_size or high
+    if not 32 <= low <= pp.resize <= high <= 8192:
+        raise UsageError(f"need 32 <= `min_size` ({low}) <= `resize` ({pp.resize}) <= `max_size` ({high}) <= 8192")
+    return SizeRange(min=low, opt=SizeRange.tuned(pp.resize, high), max=high)
 
 
 def _output_spec(loaded: LoadedModel) -> dict:

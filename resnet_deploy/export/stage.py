@@ -134,16 +134,18 @@ def in_user_terms(exc: DeployError | OSError, work: Path, *, parent: Path, outpu
 
 
 def evaluation_source(manifest: Manifest, eval_source: DataSource | None, *, what: str) -> DataSource:
-    """``eval_source``, or the held-out part of the weights' own data (the demo's digits); others must name theirs."""
+    """``eval_source``, or the held-out part of the weights' own data for the artifact's task (the demo's
+    digits or digits-seg); others must name theirs."""
     from resnet_deploy.weights import Weights
 
     if eval_source is not None:
         return eval_source
     weights = Weights.of(manifest)
-    if weights is not None and weights.default_data is not None:
+    own = None if weights is None else weights.data_for(manifest.task)
+    if own is not None:
         from resnet_deploy.data import open_source
 
-        return open_source(weights.default_data, split="eval")
+        return open_source(own, split="eval")
     if manifest.task != "classify":
         raise UsageError(f"{what} needs evaluation data for its accuracy gate: pass `eval_source` (an image folder, "
                          "an .npy/.npz of images, or 'digits')")

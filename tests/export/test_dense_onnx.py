@@ -13,6 +13,7 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 
 from resnet_deploy.cli.export import cli
+from resnet_deploy.data import open_source
 from resnet_deploy.errors import GateError, UsageError
 from resnet_deploy.export.onnx import OnnxConfig, onnx_from_torch
 from resnet_deploy.manifest import Manifest, read_manifest
@@ -165,3 +166,21 @@ def test_resnet50_backbone_export_gives_intermediate_layer_getters_outputs(tmp_p
     for name in ("c2", "c3", "c4", "c5"):
         want = ref[f"backbone_{name}"]
         assert np.abs(feats[name] - want).max() / np.abs(want).max() <= 1e-4, name
+
+
+def test_the_demo_segmenter_exports_gated_on_held_out_digits_seg_with_its_miou(demo_fcn18, tmp_path):
+    out = tmp_path / "fcn18-demo.onnx"
+    r = CliRunner().invoke(cli, ["onnx", "--arch", "fcn_resnet18", "--weights", "demo", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    m = read_manifest(out)
+    assert (m.arch, m.task, m.num_classes, m.labels) == ("fcn_resnet18", "segment", 11, demo_fcn18.labels)
+    assert (m.preprocess.resize, m.preprocess.crop, m.size.min, m.size.max) == (96, 0, 32, 192)
+    p = m.parity
+    assert p["data"] == "digits-seg:eval (180 samples)" and p["count"] == 180 and p["pixels"] == 180 * 96 * 96
+    assert p["pixel_agreement"] >= 0.9999 and p["miou_ref"] >= 0.35
+    assert abs(p["miou_drop"]) <= 0.01 and p["miou"] == pytest.approx(p["miou_ref"], abs=1e-4)
+    assert f"mIoU {p['miou']:.2%} (PyTorch {p['miou_ref']:.2%})" in r.output
+    frame, _mask = next(open_source("digits-seg:eval").masked_frames())
+    with open_session(out) as s:
+        (got,) = s.segment(frame)
+    assert got.shape == (96, 96) and set(np.unique(got)) - {0} <= set(range(1, 11))
