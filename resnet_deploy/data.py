@@ -752,6 +752,16 @@ def dense_image(frame: np.ndarray, pp: Preprocess) -> Batch:
     return Batch(resize_short(Image.fromarray(frame, "RGB"), pp.resize)[None], None, None)
 
 
+def mask_at(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A label map at ``size`` (height, width): nearest-neighbour, so no class is invented (torchvision's
+    segmentation reference resizes its targets so)."""
+    from PIL import Image
+
+    if mask.shape == size:
+        return mask
+    return np.asarray(Image.fromarray(mask, "L").resize((size[1], size[0]), Image.NEAREST))
+
+
 def dense_batch(source: DataSource, pp: Preprocess, input_dtype: str) -> np.ndarray:
     """The first image of ``source`` as a dense model's input (``dense_image``)."""
     for frame, _label in source.frames():

@@ -323,30 +323,28 @@ def mean_iou(confusion: np.ndarray) -> float | None:
     return float((tp[present] / union[present]).mean()) if present.any() else None
 
 
-def measure_dense_parity(reference: Session, candidate: Session, source: DataSource, pp: Preprocess, *,
+def measure_dense_parity(reference: Session | None, candidate: Session, source: DataSource, pp: Preprocess, *,
                          segment: bool) -> DenseParity:
     """Both sessions on each image of ``source`` at its own aspect (short side ``pp.resize``, uncropped).
 
     Where the source has masks (segment), each is resized to the scores' size with nearest-neighbour
     sampling (as torchvision's segmentation reference evaluates) and scored into both mIoUs.
+    ``reference`` None: the candidate alone (its mIoU; the parity figures are then trivially exact).
     """
-    from resnet_deploy.data import normalize, resize_short
-
-    from PIL import Image
+    from resnet_deploy.data import dense_image, mask_at
 
     acc = DenseParityAccumulator(source.description, candidate.output_names, segment=segment)
     for frame, mask in source.masked_frames():
-        images = resize_short(Image.fromarray(frame, "RGB"), pp.resize)[None]
-        feeds = {s: images if s.input_dtype == "uint8" else normalize(images, pp) for s in (reference, candidate)}
+        batch = dense_image(frame, pp)
+        out = candidate.run_outputs(batch.as_input(candidate.input_dtype, pp))
+        ref = out if reference is None else reference.run_outputs(batch.as_input(reference.input_dtype, pp))
         masks = None
         if segment and mask is not None:
             if mask.shape != frame.shape[:2]:
                 raise UsageError(f"{source.description}: a mask is {mask.shape[1]}x{mask.shape[0]}, its image "
                                  f"{frame.shape[1]}x{frame.shape[0]}")
-            h, w = images.shape[1:3]
-            masks = [mask if mask.shape == (h, w) else
-                     np.asarray(Image.fromarray(mask, "L").resize((w, h), Image.NEAREST))]
-        acc.update(reference.run_outputs(feeds[reference]), candidate.run_outputs(feeds[candidate]), masks)
+            masks = [mask_at(mask, batch.images.shape[1:3])]
+        acc.update(ref, out, masks)
     if acc.n == 0:
         raise GateError(f"{source.description}: no decodable samples to measure parity on")
     return acc.result()

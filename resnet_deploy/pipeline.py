@@ -37,6 +37,8 @@ class PipelineConfig:
     num_classes: int | None = None
     image_size: int | None = None  # None: the weights' preset (demo: 32), else 224
     resize: int | None = None
+    min_size: int | None = None  # a segmenter's input height/width bounds (None: the weights' own, else 32..1024)
+    max_size: int | None = None
     max_batch: int = 64
     # None: the weights' own data (the demo's digits: train split to calibrate, held-out split to evaluate);
     # calibration falls back to digits, evaluation must be named for other weights.
@@ -130,6 +132,8 @@ def resolve_config(config: PipelineConfig) -> PipelineConfig:
                          "fp16 and int8")
     if task != "classify" and config.image_size is not None:
         raise UsageError("`image_size` is a classifier's crop; a segmenter takes the whole image (set `resize`)")
+    if task == "classify" and (config.min_size or config.max_size):
+        raise UsageError("`min_size`/`max_size` bound a segmenter's input; a classifier takes `image_size`")
     config = replace(config, arch=arch, task=task)
     own = config.weights.data_for(task)
     if config.eval_data is None and own is None:
@@ -169,7 +173,8 @@ def run_pipeline(out_dir: str | os.PathLike[str], *, config: PipelineConfig = Pi
         from resnet_deploy.export.onnx import OnnxConfig, onnx_from_torch
 
         loaded = load_model(config.arch, config.weights, num_classes=config.num_classes, task=config.task)
-        onnx_cfg = OnnxConfig(image_size=config.image_size, resize=config.resize, max_batch=config.max_batch)
+        onnx_cfg = OnnxConfig(image_size=config.image_size, resize=config.resize, min_size=config.min_size,
+                              max_size=config.max_size, max_batch=config.max_batch)
         result = onnx_from_torch(loaded, names["onnx"], config=onnx_cfg, eval_source=evaluation, overwrite=overwrite)
         return _parity_note(result.manifest.parity)
 
@@ -379,7 +384,7 @@ def write_overlay(path: Path, fp32: Path, int8s: list[Path], evaluation) -> Path
     import itertools
 
     from resnet_deploy.benchmarks.plot import plot_overlay
-    from resnet_deploy.data import dense_image
+    from resnet_deploy.data import dense_image, mask_at
     from resnet_deploy.manifest import read_manifest
     from resnet_deploy.reference import reference_from_manifest
     from resnet_deploy.runtime.onnxruntime import OnnxRuntimeSession
@@ -397,18 +402,8 @@ def write_overlay(path: Path, fp32: Path, int8s: list[Path], evaluation) -> Path
             for name, session in models:
                 outputs = session.run_outputs(batch.as_input(session.input_dtype, pp))
                 maps[name] = next(iter(outputs.values()))[0].argmax(axis=0)
-            rows.append((batch.images[0], _resized_mask(mask, batch.images.shape[1:3]), maps))
+            rows.append((batch.images[0], None if mask is None else mask_at(mask, batch.images.shape[1:3]), maps))
     return plot_overlay(rows, path, num_classes=manifest.num_classes, labels=manifest.labels)
-
-
-def _resized_mask(mask, size: tuple[int, int]):
-    """A label map at the model input's (height, width): nearest neighbour, so no class is invented."""
-    if mask is None or mask.shape == size:
-        return mask
-    import numpy as np
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.NEAREST))
 
 
 def _parity_note(parity: dict[str, Any] | None) -> str:

@@ -140,9 +140,9 @@ def measure_dense(opened: Opened, *, source: DataSource, reference: Opened | Rec
     if reference is not None and reference.task != opened.task:
         raise UsageError(f"{opened.label} is a {opened.task} model but its reference {reference.label} a "
                          f"{reference.task} model: not the same model")
-    par = measure_dense_parity(opened.session if reference is None else reference.session, opened.session, source,
+    par = measure_dense_parity(None if reference is None else reference.session, opened.session, source,
                                opened.preprocess, segment=segment)
-    accuracy = {"data": par.data, "count": par.count, "miou": par.miou if reference is not None else par.miou_ref}
+    accuracy = {"data": par.data, "count": par.count, "miou": par.miou}
     if reference is None:
         return accuracy, None
     par.check(checked, what=opened.label)

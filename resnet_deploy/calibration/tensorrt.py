@@ -64,6 +64,30 @@ def quantize_tensorrt(parent: Path, reader: SetReader, output: Path, *, method: 
     if reader.batches_read < len(reader):
         # Never random scales: every calibration batch must have gone through the calibrator.
         raise DeployError(f"ModelOpt read {reader.batches_read} of {len(reader)} calibration batches")
+    keep_interface(parent, output)
+
+
+def keep_interface(parent: Path, quantized: Path) -> None:
+    """Give ``quantized`` the graph inputs' and outputs' declared types and shapes of ``parent``.
+
+    Quantizing changes no interface, but ModelOpt's shape inference can rewrite a declaration: a
+    segmenter's upsampled scores (N, C, H, W) came out declared with rank 12 (ModelOpt 0.47 on an
+    FCN-ResNet18 with dynamic height and width), which a consumer of the declared shape (TensorRT,
+    Triton) would take at its word.
+    """
+    import onnx
+
+    want = onnx.load(str(parent), load_external_data=False).graph
+    model = onnx.load(str(quantized))
+    changed = False
+    for declared, right in ((model.graph.input, want.input), (model.graph.output, want.output)):
+        types = {v.name: v.type for v in right}
+        for v in declared:
+            if v.name in types and v.type != types[v.name]:
+                v.type.CopyFrom(types[v.name])
+                changed = True
+    if changed:
+        onnx.save(model, str(quantized))
 
 
 def _first_line(exc: BaseException) -> str:

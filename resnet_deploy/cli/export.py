@@ -361,7 +361,13 @@ def _int8_gate(model: Path, max_drop: float | None):
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, help="Classifier head size.")
 @click.option("--image-size", type=click.IntRange(min=32), default=None,
               help="Input (crop) size [default: the weights' preset, else 224].")
-@click.option("--resize", type=click.IntRange(min=32), default=None, help="Short side before the crop.")
+@click.option("--resize", type=click.IntRange(min=32), default=None,
+              help="Short side before the crop (a segmenter: of the whole image).")
+@click.option("--min-size", type=click.IntRange(min=32), default=None,
+              help="Segmenter: smallest input height or width of every artifact [default: 32].")
+@click.option("--max-size", type=click.IntRange(min=32), default=None,
+              help="Segmenter: largest input height or width of every artifact (and its engines' profile) "
+                   "[default: 1024; demo: 192].")
 @click.option("--max-batch", type=click.IntRange(1, 4096), default=64, show_default=True,
               help="Largest batch of every artifact.")
 @_data_option("--calib-data", "Calibration samples [default: digits, their train part].")
@@ -384,7 +390,8 @@ def _int8_gate(model: Path, max_drop: float | None):
               help="Output folder (created; its parent must exist).")
 @overwrite_option
 @debug_option
-def pipeline_cmd(arch, task, weights, num_classes, image_size, resize, max_batch, calib_data, calib_count, method,
+def pipeline_cmd(arch, task, weights, num_classes, image_size, resize, min_size, max_size, max_batch, calib_data,
+                 calib_count, method,
                  eval_data, max_drop, batches, duration, threads, no_tensorrt, triton_repo, out_dir, overwrite, debug):
     """Everything in one go: ONNX, FP16, INT8 (TensorRT and CPU targets), TensorRT engines where
     TensorRT and a GPU exist; each gated against PyTorch, all benchmarked side by side, and a report.
@@ -403,8 +410,8 @@ def pipeline_cmd(arch, task, weights, num_classes, image_size, resize, max_batch
     t0 = time.perf_counter()
     config = PipelineConfig(
         arch=arch, task=task, weights=weights, num_classes=num_classes, image_size=image_size,
-        resize=resize, max_batch=max_batch, calib_data=calib_data, eval_data=eval_data, calib_count=calib_count,
-        method=method, max_drop=max_drop, tensorrt=not no_tensorrt, batches=tuple(batches), duration_s=duration,
+        resize=resize, min_size=min_size, max_size=max_size, max_batch=max_batch, calib_data=calib_data,
+        eval_data=eval_data, calib_count=calib_count, method=method, max_drop=max_drop, tensorrt=not no_tensorrt, batches=tuple(batches), duration_s=duration,
         threads=threads,
     )
     if triton_repo:
