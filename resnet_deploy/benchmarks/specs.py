@@ -243,7 +243,9 @@ def choose_reference(text: str | None, *, candidate: Opened, options: OpenOption
             return ReferenceChoice(_torch_from_manifest(candidate, manifest, options), "torch")
         found = read_recorded(candidate.spec.path, manifest)
         if found is None:
-            why = f"{candidate.label} records no reference (it was exported without evaluation data)"
+            why = (f"{candidate.label} records no reference (it was exported without evaluation data)"
+                   if manifest.task == "classify" else
+                   f"{candidate.label} is a {manifest.task} model; references are recorded for classifiers only")
             if mode == "recorded":
                 raise UsageError(f"{why}; pass another `reference`")
             return ReferenceChoice(None, "none", f"torch is not installed and {why}")

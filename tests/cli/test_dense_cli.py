@@ -131,3 +131,9 @@ def test_triton_and_deepstream_refuse_a_segmenter_in_one_line(fcn, photos, tmp_p
         assert not (tmp_path / args[0]).exists()
     r = CliRunner().invoke(export_cli, ["pipeline", "--task", "segment", "--triton", "-o", str(tmp_path / "p")])
     assert r.exit_code == 2 and "for classifiers so far" in r.output and not (tmp_path / "p").exists()
+
+
+def test_no_recorded_reference_for_a_segmenter_says_why(fcn, photos):
+    r = _run("onnx", str(fcn), *QUICK, "--data", str(photos), "--reference", "recorded")
+    assert r.exit_code == 2
+    assert "is a segment model; references are recorded for classifiers only" in r.output
