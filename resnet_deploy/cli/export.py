@@ -370,14 +370,16 @@ def _int8_gate(model: Path, max_drop: float | None):
                    "[default: 1024; demo: 192].")
 @click.option("--max-batch", type=click.IntRange(1, 4096), default=64, show_default=True,
               help="Largest batch of every artifact.")
-@_data_option("--calib-data", "Calibration samples [default: digits, their train part].")
+@_data_option("--calib-data", "Calibration samples [default: the demo's data, its train part: digits, or "
+                              "digits-seg for the demo segmenter].")
 @click.option("--calib-count", type=click.IntRange(min=1), default=512, show_default=True,
               help="INT8 calibration samples (FP16 uses at most 32).")
 @click.option("--method", type=click.Choice(METHODS), default="entropy", show_default=True,
               help="INT8 activation range calibration.")
-@_data_option("--eval-data", "Held-out labelled data for every gate and the report [default: digits, eval part].")
+@_data_option("--eval-data", "Held-out labelled data (a segmenter: with masks) for every gate and the report "
+                             "[default: the demo's data, its eval part].")
 @click.option("--max-drop", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="INT8 gate: largest top-1 drop vs PyTorch, in points.")
+              help="INT8 gate: largest drop vs PyTorch, in points (top-1; a segmenter: mIoU).")
 @click.option("--batch", "batches", default="1,8", show_default=True, callback=batch_list, metavar="1,8",
               help="Batch sizes to benchmark.")
 @click.option("--duration", type=click.FloatRange(min=0.1), default=2.0, show_default=True, metavar="S",
