@@ -39,8 +39,25 @@ FP16_GATE = Gate(min_agreement=0.995, max_drop=0.2)
 INT8_GATE = Gate(max_drop=1.0)
 
 
+class _Measured:
+    """What every parity shares: ``data`` (what it was measured on), ``failures`` against a gate, and the check."""
+
+    data: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]  # every subclass is a dataclass
+
+    def failures(self, gate: Any) -> list[str]:
+        raise NotImplementedError
+
+    def check(self, gate: Any, *, what: str) -> None:
+        """Raise GateError (exit 1) naming every missed condition."""
+        if problems := self.failures(gate):
+            raise GateError(f"{what} failed its accuracy gate on {self.data}: {'; '.join(problems)}")
+
+
 @dataclass
-class Parity:
+class Parity(_Measured):
     data: str
     count: int
     top1_ref: float | None
@@ -53,9 +70,6 @@ class Parity:
     max_rel_diff: float
     cosine_min: float
     nonfinite: int  # outputs with NaN/Inf, candidate or reference
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def failures(self, gate: Gate) -> list[str]:
         """What ``gate`` finds wrong; empty when it passes."""
@@ -73,11 +87,6 @@ class Parity:
             out.append(f"max abs logit diff {self.max_abs_diff:.3g} is {self.max_rel_diff:.2e} of the largest logit "
                        f"(limit {gate.max_rel_diff:.0e})")
         return out
-
-    def check(self, gate: Gate, *, what: str) -> None:
-        """Raise GateError (exit 1) naming every missed condition."""
-        if problems := self.failures(gate):
-            raise GateError(f"{what} failed its accuracy gate on {self.data}: {'; '.join(problems)}")
 
 
 def topk_hits(logits: np.ndarray, labels: np.ndarray) -> tuple[int, int]:
@@ -200,7 +209,7 @@ INT8_DENSE_GATES = {
 
 
 @dataclass
-class DenseParity:
+class DenseParity(_Measured):
     data: str
     count: int  # images
     pixels: int  # pixels compared for agreement (segment), else 0
@@ -212,9 +221,6 @@ class DenseParity:
     miou_ref: float | None = None
     miou: float | None = None
     miou_drop: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def failures(self, gate: DenseGate) -> list[str]:
         out = []
@@ -238,10 +244,6 @@ class DenseParity:
             if gate.min_cosine is not None and not o["cosine_min"] >= gate.min_cosine:
                 out.append(f"{name}: cosine {o['cosine_min']:.6f} < {gate.min_cosine}")
         return out
-
-    def check(self, gate: DenseGate, *, what: str) -> None:
-        if problems := self.failures(gate):
-            raise GateError(f"{what} failed its accuracy gate on {self.data}: {'; '.join(problems)}")
 
 
 class DenseParityAccumulator:
