@@ -199,9 +199,13 @@ class DataSource:
         """This source with its labels as ``model``'s class indices (``model``: anything with
         ``num_classes`` and ``labels``, a manifest or a loaded model); refuses a class it does not know.
 
-        Unbound, numeric class names are the class indices and other names give no labels.
+        Unbound, numeric class names are the class indices and other names give no labels. Where
+        ``model`` says its ``task``, only what scores it is bound: a classifier's image labels, a
+        segmenter's masks; image labels mean nothing to segmentation and backbone models (a digit's
+        class is not a pixel class), so there they are left unbound and unchecked.
         """
-        if model is not None:
+        task = getattr(model, "task", "classify")
+        if model is not None and (task == "classify" or (task == "segment" and self.has_masks)):
             self._bind(getattr(model, "labels", None), getattr(model, "num_classes", None))
         return self
 

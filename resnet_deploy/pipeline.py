@@ -137,8 +137,9 @@ def resolve_config(config: PipelineConfig) -> PipelineConfig:
     config = replace(config, arch=arch, task=task)
     own = config.weights.data_for(task)
     if config.eval_data is None and own is None:
+        what = "(class sub-folders)" if task == "classify" else "with masks (a VOC root, IMAGES:MASKS)"
         raise UsageError(f"`eval_data` is required for weights other than demo ({config.weights}): labelled "
-                         "held-out images (class sub-folders) that every gate and the report measure on")
+                         f"held-out images {what} that every gate and the report measure on")
     return replace(config, calib_data=config.calib_data or own or "digits", eval_data=config.eval_data or own,
                    threads=config.threads or default_threads())
 

@@ -137,6 +137,7 @@ def measure_dense(opened: Opened, *, source: DataSource, reference: Opened | Rec
         raise UsageError(f"{opened.label}: a recorded reference holds a classifier's answers; compare a {opened.task} "
                          "model with the PyTorch model (`reference` torch) or another artifact")
     segment = opened.task == "segment"
+    source.for_model(opened.manifest)
     if reference is not None and reference.task != opened.task:
         raise UsageError(f"{opened.label} is a {opened.task} model but its reference {reference.label} a "
                          f"{reference.task} model: not the same model")

@@ -34,7 +34,7 @@ from resnet_deploy.calibration.readers import spool_calibration
 from resnet_deploy.calibration.workspace import private_copy, tool_scope
 from resnet_deploy.errors import DeployError, require
 from resnet_deploy.export.onnx import ExportResult
-from resnet_deploy.export.stage import derived_stage, for_task, onnx_opset
+from resnet_deploy.export.stage import derived_stage, onnx_opset
 from resnet_deploy.parity import DenseGate, Gate, measure_task_parity, task_gate
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def fp16_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLike[
         gate = task_gate(parent.task, "fp16", config.gate)
         calibration, npz = None, None
         if calib_source is not None:
-            cset = spool_calibration(for_task(calib_source, parent), parent.preprocess, work)
+            cset = spool_calibration(calib_source.for_model(parent), parent.preprocess, work)
             used = autocast_samples(cset.side, cset.count, config)
             if used < cset.count:
                 warnings.warn(f"AutoCast keeps every activation of every sample in memory: it measures ranges on the "

@@ -19,7 +19,7 @@ from resnet_deploy.calibration.readers import spool_calibration
 from resnet_deploy.calibration.targets import TARGETS
 from resnet_deploy.calibration.workspace import private_copy
 from resnet_deploy.export.onnx import ExportResult
-from resnet_deploy.export.stage import derived_stage, for_task, onnx_opset
+from resnet_deploy.export.stage import derived_stage, onnx_opset
 from resnet_deploy.parity import task_gate
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def int8_from_onnx(onnx_path: str | os.PathLike[str], output: str | os.PathLike[
     with derived_stage(onnx_path, output, what="INT8", eval_source=eval_source, overwrite=overwrite,
                        labels=True) as stage:
         parent, work = stage.parent, stage.work
-        cset = spool_calibration(for_task(calib_source, parent), parent.preprocess, work)
+        cset = spool_calibration(calib_source.for_model(parent), parent.preprocess, work)
         result = quantize_to_gate(private_copy(stage.onnx_path, work), stage.parent_sha256, parent, cset,
                                   reference=stage.reference, eval_source=stage.eval_source, workdir=work, config=config,
                                   debug=debug, log=log)

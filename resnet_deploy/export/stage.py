@@ -101,7 +101,7 @@ def derived_stage(onnx_path: str | os.PathLike[str], output: str | os.PathLike[s
     if parent.precision != "fp32":
         raise UsageError(f"{onnx_path}: is {parent.precision}; {what} starts from the FP32 ONNX "
                          "(the converters refuse graphs that are already converted)")
-    eval_source = for_task(evaluation_source(parent, eval_source, what=what), parent)
+    eval_source = evaluation_source(parent, eval_source, what=what).for_model(parent)
     if labels and parent.task == "classify":
         require_labels(eval_source, parent)
     parent_sha = sha256_file(onnx_path)
@@ -151,15 +151,6 @@ def evaluation_source(manifest: Manifest, eval_source: DataSource | None, *, wha
                          "an .npy/.npz of images, or 'digits')")
     raise UsageError(f"{what} needs evaluation data for its accuracy gate: pass `eval_source` (an image folder with "
                      "class sub-folders, a labelled .npz, or 'digits')")
-
-
-def for_task(source: DataSource, parent: Manifest) -> DataSource:
-    """``source`` bound to ``parent``'s classes where they score it: a classifier's image labels, a segmentation
-    model's masks (``DataSource.for_model``). Image labels mean nothing to segmentation and backbone models
-    (a digit's class is not a pixel class), so there they are left unbound and unchecked."""
-    if parent.task == "classify" or (parent.task == "segment" and source.has_masks):
-        return source.for_model(parent)
-    return source
 
 
 def require_labels(source: DataSource, manifest: Manifest) -> None:
