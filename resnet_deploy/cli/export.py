@@ -393,8 +393,8 @@ def _int8_gate(model: Path, max_drop: float | None):
 @overwrite_option
 @debug_option
 def pipeline_cmd(arch, task, weights, num_classes, image_size, resize, min_size, max_size, max_batch, calib_data,
-                 calib_count, method,
-                 eval_data, max_drop, batches, duration, threads, no_tensorrt, triton_repo, out_dir, overwrite, debug):
+                 calib_count, method, eval_data, max_drop, batches, duration, threads, no_tensorrt, triton_repo, out_dir,
+                 overwrite, debug):
     """Everything in one go: ONNX, FP16, INT8 (TensorRT and CPU targets), TensorRT engines where
     TensorRT and a GPU exist; each gated against PyTorch, all benchmarked side by side, and a report.
 
@@ -407,17 +407,18 @@ def pipeline_cmd(arch, task, weights, num_classes, image_size, resize, min_size,
     import time
 
     from resnet_deploy.cli.common import table
-    from resnet_deploy.pipeline import SUMMARY_HEADERS, PipelineConfig, report_files, run_pipeline, summary_rows
+    from resnet_deploy.pipeline import (SUMMARY_HEADERS, PipelineConfig, report_files, resolve_config, run_pipeline,
+                                        summary_rows)
 
     t0 = time.perf_counter()
-    config = PipelineConfig(
+    config = resolve_config(PipelineConfig(  # resolved here too: --triton is checked against the resolved task
         arch=arch, task=task, weights=weights, num_classes=num_classes, image_size=image_size,
         resize=resize, min_size=min_size, max_size=max_size, max_batch=max_batch, calib_data=calib_data,
-        eval_data=eval_data, calib_count=calib_count, method=method, max_drop=max_drop, tensorrt=not no_tensorrt, batches=tuple(batches), duration_s=duration,
-        threads=threads,
-    )
+        eval_data=eval_data, calib_count=calib_count, method=method, max_drop=max_drop, tensorrt=not no_tensorrt,
+        batches=tuple(batches), duration_s=duration, threads=threads,
+    ))
     if triton_repo:
-        pipeline_triton_check(out_dir, overwrite=overwrite, arch=arch, task=task)
+        pipeline_triton_check(out_dir, overwrite=overwrite, task=config.task or "classify")
     result = run_pipeline(out_dir, config=config, overwrite=overwrite, debug=debug,
                           log=lambda msg: click.echo(msg, err=True))
     click.echo(table(SUMMARY_HEADERS[result.task], summary_rows(result.summary, result.task)))

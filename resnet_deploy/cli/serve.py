@@ -93,15 +93,14 @@ def pipeline_triton_option(f):
                         help="Also write a Triton model repository of every artifact to OUT/triton.")(f)
 
 
-def pipeline_triton_check(out_dir: Path, *, overwrite: bool, arch: str = "resnet18", task: str | None = None) -> None:
-    """Before the pipeline's work: refuse an existing OUT/triton without --overwrite, and a segmenter."""
-    from resnet_deploy.archs import resolve_task
+def pipeline_triton_check(out_dir: Path, *, overwrite: bool, task: str) -> None:
+    """Before the pipeline's work: refuse an existing OUT/triton without --overwrite, and a segmenter
+    (``task``: the pipeline's, resolved)."""
     from resnet_deploy.publish import exists_error
 
-    if resolve_task(arch, task)[1] != "classify":
+    if task != "classify":
         raise click.BadParameter("Triton model configurations are for classifiers so far (docs/tasks.md)",
                                  param_hint="--triton")
-
     if (out_dir / "triton").exists() and not overwrite:
         raise exists_error(out_dir / "triton")
 

@@ -131,6 +131,12 @@ def test_triton_and_deepstream_refuse_a_segmenter_in_one_line(fcn, photos, tmp_p
         assert not (tmp_path / args[0]).exists()
     r = CliRunner().invoke(export_cli, ["pipeline", "--task", "segment", "--triton", "-o", str(tmp_path / "p")])
     assert r.exit_code == 2 and "for classifiers so far" in r.output and not (tmp_path / "p").exists()
+    # a task the arch does not have is one line with --triton too (the task is resolved before the check)
+    r = CliRunner().invoke(export_cli, ["pipeline", "--arch", "fcn_resnet18", "--task", "classify", "--triton",
+                                        "-o", str(tmp_path / "p")])
+    assert r.exit_code == 2 and r.output.strip().splitlines() == [
+        "Error: fcn_resnet18 is a segmentation model; it has no --task 'classify'"]
+    assert not (tmp_path / "p").exists()
 
 
 def test_no_recorded_reference_for_a_segmenter_says_why(fcn, photos):
